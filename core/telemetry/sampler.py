@@ -21,6 +21,7 @@ from rigdeck.core.telemetry.nvml import NvmlReader
 from rigdeck.core.telemetry.snapshot import (
     CpuStats,
     DiskStats,
+    GpuProcess,
     IoRates,
     MemoryStats,
     NetRates,
@@ -75,12 +76,14 @@ class TelemetrySampler:
         self._prev_time: float | None = None
         self._prev_disk: tuple[int, int] | None = None
         self._prev_net: tuple[int, int] | None = None
+        self._proc_cache: dict[int, psutil.Process] = {}
         psutil.cpu_percent(None, percpu=True)  # primes psutil's counters
 
     def close(self) -> None:
         self.nvml.close()
 
-    def sample(self) -> Snapshot:
+    def sample(self, *, host_processes: int = 0) -> Snapshot:
+        """One reading; ``host_processes`` > 0 adds the largest host processes by memory."""
         now = self._clock()
         elapsed = now - self._prev_time if self._prev_time is not None else None
         cpu = self._cpu()
@@ -106,8 +109,39 @@ class TelemetrySampler:
             gpus=gpus,
             gpu_status=gpu_status,
             nvidia_driver=self.nvml.driver_version,
+            host_processes=self._host_processes(host_processes) if host_processes else (),
         )
         return _with_diagnosis(snapshot)
+
+    def _host_processes(self, limit: int) -> tuple[GpuProcess, ...]:
+        rows = []
+        seen = set()
+        for proc in psutil.process_iter(["pid", "username", "name", "cmdline", "memory_info"]):
+            info = proc.info
+            seen.add(info["pid"])
+            cached = self._proc_cache.setdefault(info["pid"], proc)
+            try:
+                cpu = cached.cpu_percent(None)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                cpu = None
+            mem = info.get("memory_info")
+            cmd = info.get("cmdline") or []
+            rows.append(
+                GpuProcess(
+                    pid=info["pid"],
+                    gpu_index=None,
+                    gpu_memory=None,
+                    kind="host",
+                    user=info.get("username"),
+                    command=" ".join(cmd) if cmd else (info.get("name") or "?"),
+                    cpu_percent=cpu,
+                    rss=mem.rss if mem else None,
+                )
+            )
+        for pid in set(self._proc_cache) - seen:
+            del self._proc_cache[pid]
+        rows.sort(key=lambda p: -(p.rss or 0))
+        return tuple(rows[:limit])
 
     def _cpu(self) -> CpuStats:
         per_core = tuple(psutil.cpu_percent(None, percpu=True))

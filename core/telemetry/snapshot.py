@@ -59,10 +59,12 @@ class NetRates:
 
 @dataclass(frozen=True)
 class GpuProcess:
+    """A process worth showing: one using a GPU, or (no GPU) one of the host's largest."""
+
     pid: int
-    gpu_index: int
+    gpu_index: int | None
     gpu_memory: int | None
-    kind: str  # "compute" or "graphics"
+    kind: str  # "compute", "graphics" or "host"
     user: str | None
     command: str
     cpu_percent: float | None
@@ -134,3 +136,4 @@ class Snapshot:
     gpu_status: str  # "ok", or one line saying why there are no GPU readings
     diagnosis: Diagnosis = field(default_factory=lambda: Diagnosis("none", "not diagnosed"))
     nvidia_driver: str | None = None
+    host_processes: tuple[GpuProcess, ...] = ()
