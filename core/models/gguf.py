@@ -1,0 +1,727 @@
+"""A bounded GGUF header reader: metadata and tensor table, never the weights.
+
+The reader works over a ``ByteSource`` (a local file, or HTTP range requests against a hub), so
+it pulls bytes in growing chunks instead of seeking around: a fit over HTTP then costs a handful
+of requests. Every length read from the file is checked against the bytes that can still follow
+before anything is allocated, so a hostile or truncated file ends in one ``ModelFileError`` naming
+the file, the problem and the byte offset -- never a hang or a huge allocation.
+
+Large metadata arrays (a 150k-string vocabulary, BPE merges, per-token scores) are not kept: an
+array longer than ``INLINE_ARRAY_LIMIT`` becomes an ``ArrayValue`` that knows its element type,
+length and where it lives, so ``len(header.get("tokenizer.ggml.tokens"))`` stays cheap.
+
+The checks follow what llama.cpp's loader enforces, so a header this module accepts is one
+llama.cpp will not reject for its layout.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Protocol, runtime_checkable
+
+from rigdeck.core.errors import ModelFileError
+from rigdeck.core.models.ggml_types import GGML_MAX_DIMS, GGML_TYPES
+
+GGUF_MAGIC = b"GGUF"
+SUPPORTED_VERSIONS = (2, 3)
+DEFAULT_ALIGNMENT = 32
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+
+# Arrays longer than this are summarised as ArrayValue. Per-layer hyperparameter arrays (a few
+# hundred entries at most) stay real tuples; vocabularies and merges do not.
+INLINE_ARRAY_LIMIT = 1024
+# The format allows arrays of arrays; llama.cpp loads none, so a shallow limit is plenty.
+MAX_ARRAY_DEPTH = 3
+# Real models have tens of keys and at most a few thousand tensors; these bounds only stop a
+# hostile header from making millions of Python objects within max_bytes.
+MAX_KV_COUNT = 1 << 16
+MAX_TENSOR_COUNT = 1 << 16
+MAX_KEY_LENGTH = 65535  # the GGUF spec's limit
+MAX_TENSOR_NAME = 63  # ggml keeps names in a 64-byte buffer with a trailing NUL
+
+_FIRST_CHUNK = 256 * 1024
+_MAX_CHUNK = 8 * 1024 * 1024
+_INT64_MAX = 2**63 - 1
+
+# GGUF metadata value types.
+UINT8, INT8, UINT16, INT16, UINT32, INT32, FLOAT32, BOOL, STRING, ARRAY, UINT64, INT64, FLOAT64 = (
+    range(13)
+)
+VALUE_TYPE_NAMES: Mapping[int, str] = MappingProxyType(
+    {
+        UINT8: "uint8",
+        INT8: "int8",
+        UINT16: "uint16",
+        INT16: "int16",
+        UINT32: "uint32",
+        INT32: "int32",
+        FLOAT32: "float32",
+        BOOL: "bool",
+        STRING: "string",
+        ARRAY: "array",
+        UINT64: "uint64",
+        INT64: "int64",
+        FLOAT64: "float64",
+    }
+)
+# struct code and size of each fixed-size scalar type.
+_SCALARS: Mapping[int, tuple[str, int]] = MappingProxyType(
+    {
+        UINT8: ("B", 1),
+        INT8: ("b", 1),
+        UINT16: ("H", 2),
+        INT16: ("h", 2),
+        UINT32: ("I", 4),
+        INT32: ("i", 4),
+        FLOAT32: ("f", 4),
+        BOOL: ("?", 1),
+        UINT64: ("Q", 8),
+        INT64: ("q", 8),
+        FLOAT64: ("d", 8),
+    }
+)
+# The fewest bytes one element of each type can take, to bound counts before looping.
+_MIN_SIZE: Mapping[int, int] = MappingProxyType(
+    {**{t: s for t, (_, s) in _SCALARS.items()}, STRING: 8, ARRAY: 12}
+)
+_MIN_KV_BYTES = 8 + 1 + 4 + 1  # key length, one key byte, value type, smallest value
+_MIN_TENSOR_BYTES = 8 + 1 + 4 + 4 + 8  # name length, one name byte, n_dims, type, offset
+
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_SPLIT_RE = re.compile(
+    r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})(?P<ext>\.gguf)$", re.IGNORECASE
+)
+
+
+@runtime_checkable
+class ByteSource(Protocol):
+    """Random-access bytes: a local file, or a remote file read with HTTP range requests."""
+
+    name: str  # shown in error messages (a path, or repo/file)
+
+    @property
+    def size(self) -> int | None:
+        """Total bytes, when known."""
+        ...
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes at ``offset``; fewer only at end of file."""
+        ...
+
+
+class FileSource:
+    """A ByteSource over a local file; use it as a context manager so the file gets closed."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.name = str(path)
+        try:
+            self._file = open(path, "rb", buffering=0)  # noqa: SIM115 -- closed by close()
+            self._size: int = os.fstat(self._file.fileno()).st_size
+        except IsADirectoryError:
+            raise ModelFileError(f"{self.name}: is a directory, not a GGUF file") from None
+        except FileNotFoundError:
+            raise ModelFileError(f"{self.name}: no such file") from None
+        except OSError as exc:
+            raise ModelFileError(f"{self.name}: cannot open: {exc.strerror or exc}") from None
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        try:
+            self._file.seek(offset)
+            parts: list[bytes] = []
+            want = size
+            # A raw read may stop short of the request without being at EOF; only b"" means EOF.
+            while want > 0:
+                data = self._file.read(want)
+                if not data:
+                    break
+                parts.append(data)
+                want -= len(data)
+        except OSError as exc:
+            raise ModelFileError(
+                f"{self.name}: read failed at offset {offset}: {exc.strerror or exc}"
+            ) from None
+        return b"".join(parts)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> FileSource:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class BytesSource:
+    """A ByteSource over bytes in memory (tests, or a header already downloaded)."""
+
+    def __init__(self, data: bytes, name: str = "<bytes>") -> None:
+        self.name = name
+        self._data = bytes(data)
+
+    @property
+    def size(self) -> int:
+        return len(self._data)
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        return self._data[offset : offset + size]
+
+
+@dataclass(frozen=True)
+class ArrayValue:
+    """Stand-in for a metadata array too long to keep (vocabulary, merges, scores).
+
+    ``len()`` works; the elements are not kept. ``offset`` is the absolute file offset of the
+    first element and ``nbytes`` the size of all elements, so a caller that really wants them can
+    read them from the source.
+    """
+
+    element_type: int
+    length: int
+    offset: int
+    nbytes: int
+
+    @property
+    def element_type_name(self) -> str:
+        return VALUE_TYPE_NAMES.get(self.element_type, str(self.element_type))
+
+    def __len__(self) -> int:
+        return self.length
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One entry of the tensor table."""
+
+    name: str
+    ggml_type: int
+    type_name: str
+    shape: tuple[int, ...]  # ggml order: ne[0] (the row length) first
+    offset: int  # relative to the data section of the file (part) that holds it
+    nbytes: int
+    part: int = 0  # index of the split file holding the data; 0 for a single file
+
+    @property
+    def n_elements(self) -> int:
+        n = 1
+        for dim in self.shape:
+            n *= dim
+        return n
+
+
+@dataclass(frozen=True)
+class GGUFHeader:
+    """Everything before the tensor data: metadata and the tensor table.
+
+    ``header_bytes`` counts the bytes fetched from the source to parse it (what a remote read
+    costs), which can exceed ``data_offset`` by up to one read chunk.
+    """
+
+    source: str
+    version: int
+    metadata: Mapping[str, object] = field(repr=False)
+    tensors: tuple[TensorInfo, ...] = field(repr=False)
+    alignment: int
+    data_offset: int
+    file_size: int | None
+    header_bytes: int
+    parts: tuple[str, ...] = ()  # every file of a split model, in order; empty for one file
+    _by_name: Mapping[str, TensorInfo] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {t.name: t for t in self.tensors})
+
+    def get(self, key: str, default: object = None) -> object:
+        return self.metadata.get(key, default)
+
+    def arch_get(self, suffix: str, default: object = None) -> object:
+        """``get(f"{architecture}.{suffix}")``: hyperparameters are keyed by architecture."""
+        arch = self.architecture
+        if arch is None:
+            return default
+        return self.metadata.get(f"{arch}.{suffix}", default)
+
+    @property
+    def architecture(self) -> str | None:
+        arch = self.metadata.get("general.architecture")
+        return arch if isinstance(arch, str) else None
+
+    @property
+    def vocab_size(self) -> int | None:
+        """Tokens in the vocabulary: the explicit key, else the token list, else the embedding."""
+        explicit = self.arch_get("vocab_size")
+        if isinstance(explicit, int) and not isinstance(explicit, bool):
+            return explicit
+        tokens = self.metadata.get("tokenizer.ggml.tokens")
+        if isinstance(tokens, tuple | ArrayValue):
+            return len(tokens)
+        embd = self.tensor("token_embd.weight")
+        if embd is not None and len(embd.shape) >= 2:
+            return embd.shape[1]
+        return None
+
+    def tensor(self, name: str) -> TensorInfo | None:
+        return self._by_name.get(name)
+
+    @property
+    def weights_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+
+class _Reader:
+    """Sequential little-endian reads over a ByteSource, fetched in growing chunks.
+
+    ``_buf`` holds bytes from absolute offset ``_base``; ``_pos`` indexes into it. Consumed bytes
+    are dropped at each refill, so memory stays near one chunk however long the header is.
+    """
+
+    def __init__(self, source: ByteSource, max_bytes: int) -> None:
+        self.source = source
+        self.name = source.name
+        self.size = source.size
+        self.max_bytes = max_bytes
+        self.limit = max_bytes if self.size is None else min(max_bytes, self.size)
+        self.fetched = 0
+        self._buf = b""
+        self._base = 0
+        self._pos = 0
+        self._chunk = _FIRST_CHUNK
+
+    # -- errors -----------------------------------------------------------------------------
+
+    def error(self, problem: str, offset: int | None = None) -> ModelFileError:
+        at = self.tell() if offset is None else offset
+        return ModelFileError(f"{self.name}: {problem} at offset {at}")
+
+    def _past_limit(self, end: int, what: str) -> ModelFileError:
+        if self.size is not None and end > self.size:
+            return self.error(f"truncated file ({self.size} bytes) while reading {what}")
+        return self.error(
+            f"header is larger than the {self.max_bytes // (1024 * 1024)} MiB limit "
+            f"(reading {what})"
+        )
+
+    # -- buffer -----------------------------------------------------------------------------
+
+    def tell(self) -> int:
+        return self._base + self._pos
+
+    def remaining(self) -> int:
+        """Bytes that may still follow the current position within the limit."""
+        return self.limit - self.tell()
+
+    def _need(self, n: int, what: str) -> None:
+        """Make sure ``n`` bytes from the current position are buffered."""
+        have = len(self._buf) - self._pos
+        if have >= n:
+            return
+        end = self.tell() + n
+        if end > self.limit:
+            raise self._past_limit(end, what)
+        start = self._base + len(self._buf)
+        want = min(max(self._chunk, n - have), self.limit - start)
+        data = self.source.read_at(start, want)
+        self.fetched += len(data)
+        self._chunk = min(self._chunk * 2, _MAX_CHUNK)
+        self._buf = self._buf[self._pos :] + data
+        self._base += self._pos
+        self._pos = 0
+        if len(data) < want:
+            # The source ended early: from now on that is the limit, whatever size it claimed.
+            self.limit = self._base + len(self._buf)
+            if self.size is None or self.size > self.limit:
+                self.size = self.limit
+            if len(self._buf) < n:
+                raise self._past_limit(end, what)
+
+    def skip(self, n: int, what: str) -> None:
+        if n > self.remaining():
+            raise self._past_limit(self.tell() + n, what)
+        have = len(self._buf) - self._pos
+        if n <= have:
+            self._pos += n
+        else:
+            # Jump without fetching the skipped bytes; a later read will find any truncation.
+            self._base = self.tell() + n
+            self._buf = b""
+            self._pos = 0
+
+    def raw(self, n: int, what: str) -> bytes:
+        self._need(n, what)
+        pos = self._pos
+        self._pos = pos + n
+        return self._buf[pos : pos + n]
+
+    def u32(self, what: str) -> int:
+        self._need(4, what)
+        (value,) = _U32.unpack_from(self._buf, self._pos)
+        self._pos += 4
+        return value
+
+    def u64(self, what: str) -> int:
+        self._need(8, what)
+        (value,) = _U64.unpack_from(self._buf, self._pos)
+        self._pos += 8
+        return value
+
+    def scalar(self, vtype: int, what: str) -> object:
+        code, size = _SCALARS[vtype]
+        self._need(size, what)
+        (value,) = struct.unpack_from("<" + code, self._buf, self._pos)
+        self._pos += size
+        return value
+
+    def string_bytes(self, what: str, limit: int | None = None) -> bytes:
+        start = self.tell()
+        length = self.u64(f"length of {what}")
+        if limit is not None and length > limit:
+            raise self.error(f"{what} is {length} bytes long, the limit is {limit}", start)
+        if length > self.remaining():
+            raise self.error(
+                f"{what} claims {length} bytes but at most {self.remaining()} can follow", start
+            )
+        return self.raw(length, what)
+
+    def string(self, what: str, limit: int | None = None) -> str:
+        return self.string_bytes(what, limit).decode("utf-8", errors="replace")
+
+    def strings(self, count: int, keep: bool, what: str) -> list[str]:
+        """Read ``count`` strings; with ``keep`` false only walk past them (the fast path)."""
+        out: list[str] = []
+        unpack = _U64.unpack_from
+        left = count
+        while left:
+            buf = self._buf
+            pos = self._pos
+            n = len(buf)
+            # Tight loop over strings wholly inside the buffer; anything else takes the slow path.
+            if keep:
+                while left and pos + 8 <= n:
+                    end = pos + 8 + unpack(buf, pos)[0]
+                    if end > n:
+                        break
+                    out.append(buf[pos + 8 : end].decode("utf-8", errors="replace"))
+                    pos = end
+                    left -= 1
+            else:
+                while left and pos + 8 <= n:
+                    end = pos + 8 + unpack(buf, pos)[0]
+                    if end > n:
+                        break
+                    pos = end
+                    left -= 1
+            self._pos = pos
+            if left:
+                text = self.string(what)
+                if keep:
+                    out.append(text)
+                left -= 1
+        return out
+
+
+def _align(offset: int, alignment: int) -> int:
+    return offset + (-offset % alignment)
+
+
+class _Parser:
+    def __init__(self, reader: _Reader) -> None:
+        self.r = reader
+
+    def value(self, vtype: int, key: str, depth: int) -> object:
+        r = self.r
+        if vtype == STRING:
+            return r.string(f"value of {key!r}")
+        if vtype == ARRAY:
+            return self.array(key, depth + 1)
+        if vtype in _SCALARS:
+            return r.scalar(vtype, f"value of {key!r}")
+        raise r.error(f"key {key!r} has unknown value type {vtype}", r.tell() - 4)
+
+    def array(self, key: str, depth: int) -> tuple[object, ...] | ArrayValue:
+        r = self.r
+        start = r.tell()
+        if depth > MAX_ARRAY_DEPTH:
+            raise r.error(f"key {key!r} nests arrays deeper than {MAX_ARRAY_DEPTH} levels", start)
+        etype = r.u32(f"array type of {key!r}")
+        if etype not in _MIN_SIZE:
+            raise r.error(f"key {key!r} is an array of unknown type {etype}", start)
+        count = r.u64(f"array length of {key!r}")
+        if count * _MIN_SIZE[etype] > r.remaining():
+            raise r.error(
+                f"key {key!r} claims {count} array elements, more than the "
+                f"{r.remaining()} bytes that can follow",
+                start,
+            )
+        first = r.tell()
+        keep = count <= INLINE_ARRAY_LIMIT
+        items: tuple[object, ...]
+        if etype in _SCALARS:
+            code, size = _SCALARS[etype]
+            if not keep:
+                r.skip(count * size, f"array {key!r}")
+                return ArrayValue(etype, count, first, count * size)
+            data = r.raw(count * size, f"array {key!r}")
+            items = struct.unpack(f"<{count}{code}", data)
+        elif etype == STRING:
+            texts = r.strings(count, keep, f"element of array {key!r}")
+            if not keep:
+                return ArrayValue(etype, count, first, r.tell() - first)
+            items = tuple(texts)
+        else:
+            nested = [self.array(key, depth + 1) for _ in range(count)]
+            if not keep:
+                return ArrayValue(etype, count, first, r.tell() - first)
+            items = tuple(nested)
+        return items
+
+    def header(self) -> GGUFHeader:
+        r = self.r
+        magic = r.raw(4, "magic") if r.limit >= 4 else b""
+        if magic != GGUF_MAGIC:
+            if len(magic) < 4:
+                raise ModelFileError(f"{r.name}: not a GGUF file (only {r.limit} bytes)")
+            raise ModelFileError(f"{r.name}: not a GGUF file (starts with {magic!r}, not b'GGUF')")
+        version = r.u32("version")
+        if version not in SUPPORTED_VERSIONS:
+            if version == 1:
+                problem = "GGUF version 1 is no longer supported; re-convert the model"
+            elif version & 0xFFFF == 0:
+                problem = "big-endian GGUF files are not supported"
+            else:
+                problem = f"unsupported GGUF version {version}"
+            raise r.error(problem, 4)
+        n_tensors = r.u64("tensor count")
+        n_kv = r.u64("metadata count")
+        if n_tensors > MAX_TENSOR_COUNT:
+            raise r.error(f"absurd tensor count {n_tensors} (limit {MAX_TENSOR_COUNT})", 8)
+        if n_kv > MAX_KV_COUNT:
+            raise r.error(f"absurd metadata count {n_kv} (limit {MAX_KV_COUNT})", 16)
+        if n_kv * _MIN_KV_BYTES + n_tensors * _MIN_TENSOR_BYTES > r.remaining():
+            raise r.error(
+                f"{n_kv} metadata entries and {n_tensors} tensors cannot fit in the "
+                f"{r.remaining()} bytes that follow",
+                8,
+            )
+
+        metadata: dict[str, object] = {}
+        alignment = DEFAULT_ALIGNMENT
+        for _ in range(n_kv):
+            key_at = r.tell()
+            key = r.string("metadata key", MAX_KEY_LENGTH)
+            if not key:
+                raise r.error("empty metadata key", key_at)
+            if key in metadata:
+                raise r.error(f"duplicate metadata key {key!r}", key_at)
+            vtype = r.u32(f"value type of {key!r}")
+            value = self.value(vtype, key, 0)
+            if key == "general.alignment":
+                # llama.cpp reads it as uint32 only and needs a power of two.
+                if vtype != UINT32:
+                    raise r.error(
+                        f"general.alignment must be uint32, not {VALUE_TYPE_NAMES[vtype]}", key_at
+                    )
+                assert isinstance(value, int)
+                if value <= 0 or value & (value - 1):
+                    raise r.error(f"general.alignment {value} is not a power of two", key_at)
+                alignment = value
+            metadata[key] = value
+
+        tensors: list[TensorInfo] = []
+        seen: set[str] = set()
+        for _ in range(n_tensors):
+            tensors.append(self.tensor_info(seen))
+
+        end = r.tell()
+        data_offset = _align(end, alignment) if n_tensors else end
+        self.check_layout(tensors, alignment, data_offset)
+        return GGUFHeader(
+            source=r.name,
+            version=version,
+            metadata=MappingProxyType(metadata),
+            tensors=tuple(tensors),
+            alignment=alignment,
+            data_offset=data_offset,
+            file_size=r.source.size,
+            header_bytes=r.fetched,
+        )
+
+    def tensor_info(self, seen: set[str]) -> TensorInfo:
+        r = self.r
+        at = r.tell()
+        name = r.string("tensor name", MAX_TENSOR_NAME)
+        if name in seen:
+            raise r.error(f"duplicate tensor name {name!r}", at)
+        seen.add(name)
+        n_dims = r.u32(f"dimension count of tensor {name!r}")
+        if n_dims > GGML_MAX_DIMS:
+            raise r.error(
+                f"tensor {name!r} has {n_dims} dimensions, ggml allows {GGML_MAX_DIMS}", at
+            )
+        shape = tuple(r.u64(f"shape of tensor {name!r}") for _ in range(n_dims))
+        n_elements = 1
+        for dim in shape:
+            # ggml dimensions are int64: a uint64 above INT64_MAX is a negative size.
+            if dim > _INT64_MAX:
+                raise r.error(f"tensor {name!r} has a negative dimension in shape {shape}", at)
+            n_elements *= dim
+        if n_elements > _INT64_MAX:
+            raise r.error(f"tensor {name!r} shape {shape} overflows int64", at)
+        type_id = r.u32(f"type of tensor {name!r}")
+        offset = r.u64(f"data offset of tensor {name!r}")
+        info = GGML_TYPES.get(type_id)
+        if info is None:
+            raise r.error(f"tensor {name!r} has unknown ggml type id {type_id}", at)
+        if info.removed:
+            raise r.error(
+                f"tensor {name!r} uses type {info.name}, which llama.cpp no longer loads; "
+                "use a Q4_0/IQ4_NL file instead",
+                at,
+            )
+        row = shape[0] if shape else 1
+        if row % info.block_size:
+            raise r.error(
+                f"tensor {name!r} of type {info.name} has {row} elements per row, "
+                f"not a multiple of the block size {info.block_size}",
+                at,
+            )
+        nbytes = n_elements // info.block_size * info.type_size
+        return TensorInfo(name, type_id, info.name, shape, offset, nbytes)
+
+    def check_layout(self, tensors: list[TensorInfo], alignment: int, data_offset: int) -> None:
+        # llama.cpp requires the data section to be the tensors back to back, each padded to the
+        # alignment, in table order; anything else is a corrupt or hand-edited file.
+        r = self.r
+        expected = 0
+        for t in tensors:
+            if t.offset % alignment:
+                raise r.error(
+                    f"tensor {t.name!r} data offset {t.offset} is not a multiple of the "
+                    f"alignment {alignment}",
+                    data_offset,
+                )
+            if t.offset != expected:
+                raise r.error(
+                    f"tensor {t.name!r} data offset is {t.offset}, expected {expected} "
+                    "(tensor data must be contiguous and in order)",
+                    data_offset,
+                )
+            expected += _align(t.nbytes, alignment)
+        size = r.source.size
+        if tensors and size is not None:
+            last = tensors[-1]
+            end = data_offset + last.offset + last.nbytes
+            if end > size:
+                raise r.error(
+                    f"tensor {last.name!r} data ends at byte {end}, past the end of the file "
+                    f"({size} bytes); incomplete download?",
+                    data_offset,
+                )
+
+
+def read_header(source: ByteSource, *, max_bytes: int = DEFAULT_MAX_BYTES) -> GGUFHeader:
+    """Parse the header of the GGUF behind ``source``, reading at most ``max_bytes`` from it."""
+    return _Parser(_Reader(source, max_bytes)).header()
+
+
+def split_parts(path: str | os.PathLike[str]) -> list[Path]:
+    """All files of the split model ``path`` belongs to, in order (whether they exist or not).
+
+    llama.cpp names split files ``<prefix>-00001-of-00003.gguf``; any part finds the others. A
+    path without that pattern is a single-file model: ``[path]``.
+    """
+    p = Path(path)
+    m = _SPLIT_RE.match(p.name)
+    if m is None:
+        return [p]
+    no, count = int(m["no"]), int(m["count"])
+    if count < 1 or not 1 <= no <= count:
+        raise ModelFileError(f"{p}: split file name says part {no} of {count}")
+    prefix, ext = m["prefix"], m["ext"]
+    return [p.with_name(f"{prefix}-{i:05d}-of-{count:05d}{ext}") for i in range(1, count + 1)]
+
+
+def _read_one(path: Path) -> GGUFHeader:
+    with FileSource(path) as source:
+        return read_header(source)
+
+
+def read_gguf(path: str | os.PathLike[str]) -> GGUFHeader:
+    """Read the header of a local GGUF; a split model is read as one model.
+
+    For a split model the metadata is the first part's (it carries all of it), the tensor tables
+    are concatenated (``TensorInfo.part`` says which file holds each), ``file_size`` and
+    ``header_bytes`` are summed over the parts, and ``parts`` lists the files.
+    """
+    paths = split_parts(path)
+    if len(paths) == 1:
+        header = _read_one(paths[0])
+        count = header.get("split.count")
+        if isinstance(count, int) and count > 1:
+            raise ModelFileError(
+                f"{paths[0]}: is one part of a {count}-part split model but its name does not "
+                "end in -0000N-of-0000M.gguf"
+            )
+        return header
+    return _read_split(paths)
+
+
+def _read_split(paths: list[Path]) -> GGUFHeader:
+    first = paths[0]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        names = ", ".join(p.name for p in missing)
+        raise ModelFileError(f"{first}: split model is missing part(s) {names}")
+    headers = [_read_one(p) for p in paths]
+    tensors: list[TensorInfo] = []
+    seen: set[str] = set()
+    for index, (p, h) in enumerate(zip(paths, headers, strict=True)):
+        count = h.get("split.count")
+        if count is not None and count != len(paths):
+            raise ModelFileError(
+                f"{p}: says it is one of {count} parts, the name says {len(paths)}"
+            )
+        no = h.get("split.no")
+        if no is not None and no != index:
+            raise ModelFileError(f"{p}: says it is part {no} (from 0), the name says {index}")
+        for t in h.tensors:
+            if t.name in seen:
+                raise ModelFileError(f"{p}: tensor {t.name!r} also appears in an earlier part")
+            seen.add(t.name)
+            tensors.append(_with_part(t, index))
+    expected = headers[0].get("split.tensors.count")
+    if isinstance(expected, int) and expected != len(tensors):
+        raise ModelFileError(
+            f"{first}: split model should hold {expected} tensors, its parts hold {len(tensors)}"
+        )
+    sizes = [h.file_size for h in headers]
+    head = headers[0]
+    return GGUFHeader(
+        source=head.source,
+        version=head.version,
+        metadata=head.metadata,
+        tensors=tuple(tensors),
+        alignment=head.alignment,
+        data_offset=head.data_offset,
+        file_size=None if None in sizes else sum(s for s in sizes if s is not None),
+        header_bytes=sum(h.header_bytes for h in headers),
+        parts=tuple(str(p) for p in paths),
+    )
+
+
+def _with_part(t: TensorInfo, part: int) -> TensorInfo:
+    if t.part == part:
+        return t
+    return TensorInfo(t.name, t.ggml_type, t.type_name, t.shape, t.offset, t.nbytes, part)
