@@ -1,0 +1,303 @@
+"""RigdeckApp: the shell (status bar, one tab per pane, footer, palette, help) and the loops
+that feed panes from core. Panes draw; the app dispatches."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from functools import partial
+
+from rigdeck.core.config import Settings, config_dir, load_settings
+from rigdeck.core.doctor import run_checks
+from rigdeck.core.errors import RigdeckError
+from rigdeck.core.state import AppState
+from rigdeck.core.telemetry.history import History
+from rigdeck.core.telemetry.processes import send_signal
+from rigdeck.core.telemetry.sampler import TelemetrySampler, default_watched_paths
+from rigdeck.core.telemetry.snapshot import Snapshot
+from rigdeck.core.themes import ThemeSpec, builtin_themes, default_theme_name, user_themes
+from rigdeck.core.units import format_duration
+from rigdeck.tui.panes.telemetry import HOST_PROCESS_ROWS, TelemetryPane
+from rigdeck.tui.screens import ConfirmScreen, DoctorScreen, HelpScreen
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.content import Content
+from textual.message import Message
+from textual.screen import Screen
+from textual.theme import Theme
+from textual.widgets import Footer, Static, TabbedContent, TabPane
+from textual.worker import Worker, WorkerState
+
+PANES: tuple[tuple[str, str, str], ...] = (
+    ("telemetry", "Telemetry", "1"),
+    ("models", "Models", "2"),
+    ("chat", "Chat", "3"),
+    ("cloud", "Cloud", "4"),
+)
+
+PLACEHOLDERS = {
+    "models": "Model browser: every GGUF quantization fitted to this machine's VRAM and RAM. "
+    "Not built yet; `rigdeck doctor` shows what this machine offers meanwhile.",
+    "chat": "Chat with a local model through llama.cpp. Not built yet.",
+    "cloud": "Cloud GPUs: rent the cheapest Vast.ai instance that fits, sync data over SSH, "
+    "stream training logs, pull results back, never leave an instance burning money. "
+    "Not built yet.",
+}
+
+
+def to_textual_theme(spec: ThemeSpec) -> Theme:
+    return Theme(
+        name=spec.name, dark=spec.dark, variables=dict(spec.variables), **spec.colours
+    )
+
+
+class SnapshotReady(Message):
+    """A fresh machine reading from the sampler worker."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        super().__init__()
+        self.snapshot = snapshot
+
+
+class RigdeckApp(App[None]):
+    CSS_PATH = "rigdeck.tcss"
+    TITLE = "rigdeck"
+    ENABLE_COMMAND_PALETTE = True
+
+    BINDINGS = [
+        Binding("q", "quit", "Quit", id="quit", tooltip="Quit rigdeck"),
+        Binding("question_mark,f1", "help", "Help", id="help",
+                tooltip="Every key, with its id for remapping"),
+        Binding("colon", "command_palette", "Palette", id="palette", show=False,
+                tooltip="Command palette (also ctrl+p)"),
+        *(
+            Binding(key, f"show_pane('{pane}')", title, id=f"pane.{pane}",
+                    tooltip=f"Show the {title} pane")
+            for pane, title, key in PANES
+        ),
+        Binding("d", "doctor", "Doctor", id="doctor",
+                tooltip="What this machine gives rigdeck, and how to fix what is missing"),
+    ]
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        sampler_factory: Callable[[], TelemetrySampler] | None = None,
+        state: AppState | None = None,
+        clock_free: bool = False,
+    ) -> None:
+        self.settings = settings or load_settings()
+        super().__init__()
+        self._sampler_factory = sampler_factory or self._default_sampler
+        self._sampler: TelemetrySampler | None = None
+        self.state = state or AppState()
+        interval = self.settings.telemetry.refresh_s
+        self.history = History(int(self.settings.telemetry.history_minutes * 60 / interval))
+        self.latest: Snapshot | None = None
+        self.running_label = "nothing"
+        # Snapshot tests freeze the status bar: no uptime or clock that changes between runs.
+        self._clock_free = clock_free
+
+    # -- layout ------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Static("rigdeck", id="statusbar")
+        with TabbedContent(initial="telemetry", id="panes"):
+            for pane, title, key in PANES:
+                with TabPane(f"{key} {title}", id=pane):
+                    if pane == "telemetry":
+                        yield TelemetryPane(id="telemetry-pane")
+                    else:
+                        yield Static(PLACEHOLDERS[pane], classes="placeholder")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._load_themes()
+        if self.settings.ui.keymap:
+            self.set_keymap(dict(self.settings.ui.keymap))
+        for warning in self.settings.warnings:
+            self.notify(warning, title="config", severity="warning", timeout=10)
+        self.theme_changed_signal.subscribe(self, self._remember_theme)
+        self.query_one("#processes").focus()
+        self._sample()
+
+    # -- themes ------------------------------------------------------------------------------
+    def _load_themes(self) -> None:
+        specs = builtin_themes()
+        mine, warnings = user_themes(config_dir() / "themes")
+        for warning in warnings:
+            self.notify(warning, title="theme", severity="warning", timeout=10)
+        for spec in [*specs, *mine]:
+            self.register_theme(to_textual_theme(spec))
+        wanted = (
+            self.settings.ui.theme
+            or self.state.get("theme")
+            or default_theme_name()
+        )
+        if wanted not in self.available_themes:
+            self.notify(f"unknown theme {wanted!r}; using rigdeck-dark", severity="warning")
+            wanted = "rigdeck-dark"
+        self.theme = wanted
+
+    def _remember_theme(self, theme: Theme) -> None:
+        self.state.set("theme", theme.name)
+
+    # -- telemetry loop ----------------------------------------------------------------------
+    def _default_sampler(self) -> TelemetrySampler:
+        dirs = [*self.settings.models.dirs, *self.settings.telemetry.watch_dirs]
+        return TelemetrySampler(watched=default_watched_paths(dirs))
+
+    @work(thread=True, exclusive=True, group="telemetry", exit_on_error=False)
+    def _sample(self) -> None:
+        if self._sampler is None:
+            self._sampler = self._sampler_factory()  # NVML init happens here, off the loop
+        pane_visible = self._active_pane() == "telemetry"
+        snapshot = self._sampler.sample(host_processes=HOST_PROCESS_ROWS if pane_visible else 0)
+        self.post_message(SnapshotReady(snapshot))
+
+    def on_snapshot_ready(self, message: SnapshotReady) -> None:
+        snap = message.snapshot
+        self.latest = snap
+        self.history.record(snap)
+        self._update_statusbar(snap)
+        if self._active_pane() == "telemetry":
+            self.query_one(TelemetryPane).show_snapshot(snap, self.history)
+        # The next reading is scheduled only after this one landed: a slow NVML never piles up.
+        self.set_timer(self.settings.telemetry.refresh_s, self._sample)
+
+    @on(Worker.StateChanged)
+    def _worker_failed(self, event: Worker.StateChanged) -> None:
+        if event.state is not WorkerState.ERROR:
+            return
+        error = event.worker.error
+        if isinstance(error, RigdeckError):
+            message = str(error)
+        else:
+            message = f"{type(error).__name__}: {error}"
+        self.notify(message, title=event.worker.group or "error", severity="error", timeout=8)
+        if event.worker.group == "telemetry":
+            self.set_timer(max(self.settings.telemetry.refresh_s, 2.0), self._sample)
+
+    def _update_statusbar(self, snap: Snapshot) -> None:
+        uptime = "" if self._clock_free else f"  up {format_duration(snap.uptime_s)}"
+        host = "host" if self._clock_free else snap.hostname
+        gpus = f"{len(snap.gpus)} GPU" if snap.gpus else "no GPU"
+        pane = self.query_one(TelemetryPane)
+        self.query_one("#statusbar", Static).update(
+            Content.assemble(
+                ("rigdeck", "bold"),
+                f"  {host}{uptime}  {gpus}  running: {self.running_label}",
+                ("  ⏸ paused" if pane.paused else "", "$warning"),
+            )
+        )
+
+    def _active_pane(self) -> str:
+        try:
+            return self.query_one("#panes", TabbedContent).active
+        except Exception:
+            return ""
+
+    @on(TabbedContent.TabActivated)
+    def _pane_shown(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id == "telemetry":
+            pane = self.query_one(TelemetryPane)
+            if self.latest is not None:
+                pane.show_snapshot(self.latest, self.history)
+            self.query_one("#processes").focus()
+
+    # -- actions -----------------------------------------------------------------------------
+    def action_show_pane(self, pane: str) -> None:
+        self.query_one("#panes", TabbedContent).active = pane
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.binding_rows()))
+
+    def binding_rows(self) -> list[tuple[str, str, str, str]]:
+        keymap = dict(self.settings.ui.keymap)
+        rows = []
+        sources: list[tuple[str, Iterable[Binding | tuple]]] = [
+            ("everywhere", self.BINDINGS),
+            ("everywhere", [Binding("ctrl+p", "command_palette", "Command palette",
+                                    id="palette.ctrl")]),
+            ("telemetry", TelemetryPane.BINDINGS),
+        ]
+        for where, bindings in sources:
+            for binding in bindings:
+                if not isinstance(binding, Binding):
+                    continue
+                keys = keymap.get(binding.id or "", binding.key)
+                label = binding.description or binding.tooltip or binding.action
+                rows.append((self._pretty_keys(keys), label, where, binding.id or ""))
+        return rows
+
+    @staticmethod
+    def _pretty_keys(keys: str) -> str:
+        names = {"question_mark": "?", "colon": ":"}
+        return " / ".join(names.get(k, k) for k in keys.split(","))
+
+    def action_doctor(self) -> None:
+        screen = DoctorScreen()
+        self.push_screen(screen)
+        self._run_doctor(screen)
+
+    @work(thread=True, exclusive=True, group="doctor", exit_on_error=False)
+    def _run_doctor(self, screen: DoctorScreen) -> None:
+        nvml = self._sampler.nvml if self._sampler is not None else None
+        checks = run_checks(self.settings, nvml=nvml)
+        self.call_from_thread(screen.show_checks, checks)
+
+    def action_toggle_pause(self) -> None:
+        self.query_one(TelemetryPane).action_toggle_pause()
+        if self.latest is not None:
+            self._update_statusbar(self.latest)
+
+    @on(TelemetryPane.SignalRequested)
+    def _confirm_signal(self, message: TelemetryPane.SignalRequested) -> None:
+        request = message.request
+        if self.settings.telemetry.read_only:
+            self.notify("read-only mode: signals are disabled", severity="warning")
+            return
+        question = f"Send SIG{request.signal} to pid {request.pid}?\n{request.command[:160]}"
+
+        def answered(yes: bool | None) -> None:
+            if not yes:
+                return
+            try:
+                self.notify(send_signal(request.pid, request.signal))
+            except RigdeckError as exc:
+                self.notify(str(exc), severity="error")
+
+        self.push_screen(ConfirmScreen(question), answered)
+
+    # -- palette -----------------------------------------------------------------------------
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        for pane, title, key in PANES:
+            yield SystemCommand(f"Show {title}", f"Switch to the {title} pane (key {key})",
+                                partial(self.action_show_pane, pane))
+        for name in sorted(self.available_themes):
+            if name.startswith("rigdeck") or name not in _TEXTUAL_BUILTIN:
+                yield SystemCommand(f"Theme: {name}", "Switch theme (remembered)",
+                                    partial(setattr, self, "theme", name))
+        yield SystemCommand("Pause / resume telemetry", "Freeze the telemetry view (key p)",
+                            self.action_toggle_pause)
+        yield SystemCommand("Doctor", "What this machine gives rigdeck (key d)",
+                            self.action_doctor)
+        yield SystemCommand("Keys", "Every key binding (key ?)", self.action_help)
+        yield SystemCommand("Save screenshot", "Save an SVG of the screen to the current folder",
+                            self.action_save_svg)
+        yield SystemCommand("Quit", "Quit rigdeck (key q)", self.action_quit)
+
+    def action_save_svg(self) -> None:
+        path = self.save_screenshot(path=os.getcwd())
+        self.notify(f"saved {path}")
+
+    def on_unmount(self) -> None:
+        if self._sampler is not None:
+            self._sampler.close()
+
+
+_TEXTUAL_BUILTIN = {
+    "textual-dark", "textual-light", "nord", "gruvbox", "catppuccin-mocha", "dracula",
+    "tokyo-night", "monokai", "flexoki", "catppuccin-latte", "solarized-light", "textual-ansi",
+}
