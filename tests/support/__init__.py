@@ -1,0 +1,1 @@
+"""Test helpers: fake servers, fake NVML, synthetic GGUF files."""
