@@ -169,10 +169,10 @@ def _read_file(path: Path) -> dict[str, dict[str, Any]]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}:{_toml_location(exc)}: {_toml_reason(exc)}") from None
+        raise ConfigError(f"{path}:{toml_location(exc)}: {toml_reason(exc)}") from None
     values: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     for section, table in data.items():
-        line = _find_line(text, rf"^\s*\[\s*{re.escape(section)}\s*\]")
+        line = _find_line(text, rf"^[ \t]*\[[ \t]*{re.escape(section)}\s*\]")
         if section not in SECTIONS:
             raise ConfigError(
                 f"{path}:{line}:1: unknown section [{section}]; expected one of "
@@ -182,7 +182,7 @@ def _read_file(path: Path) -> dict[str, dict[str, Any]]:
             raise ConfigError(f"{path}:{line}:1: {section} must be a table ([{section}])")
         known = {f.name for f in fields(SECTIONS[section])}
         for key, value in table.items():
-            key_line = _find_line(text, rf"^\s*['\"]?{re.escape(key)}['\"]?\s*=")
+            key_line = _find_line(text, rf"^[ \t]*['\"]?{re.escape(key)}['\"]?\s*=")
             if key not in known:
                 raise ConfigError(
                     f"{path}:{key_line}:1: unknown key {key!r} in [{section}]; expected one of "
@@ -197,7 +197,7 @@ def _find_line(text: str, pattern: str) -> int:
     return text.count("\n", 0, match.start()) + 1 if match else 1
 
 
-def _toml_location(exc: Exception) -> str:
+def toml_location(exc: Exception) -> str:
     lineno = getattr(exc, "lineno", None)
     colno = getattr(exc, "colno", None)
     if lineno is None:
@@ -206,7 +206,7 @@ def _toml_location(exc: Exception) -> str:
     return f"{lineno}:{colno}"
 
 
-def _toml_reason(exc: Exception) -> str:
+def toml_reason(exc: Exception) -> str:
     msg = getattr(exc, "msg", None) or re.sub(r"\s*\(at line .*\)$", "", str(exc))
     return f"invalid TOML: {msg[0].lower() + msg[1:] if msg else 'syntax error'}"
 

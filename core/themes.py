@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from rigdeck.core.config import toml_location, toml_reason
 from rigdeck.core.errors import ConfigError
 
 COLOUR_KEYS = (
@@ -33,7 +34,7 @@ def parse_theme(text: str, source: str) -> ThemeSpec:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}:{exc.lineno}:{exc.colno}: invalid TOML: {exc.msg}") from None
+        raise ConfigError(f"{source}:{toml_location(exc)}: {toml_reason(exc)}") from None
     name = data.get("name")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{source}: a theme needs name = \"...\"")

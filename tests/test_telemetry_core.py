@@ -1,0 +1,185 @@
+"""The telemetry core with real psutil, and the NVML path through a stand-in that raises the
+library's own errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from rigdeck.core.errors import ProcessActionError
+from rigdeck.core.telemetry.diagnosis import diagnose
+from rigdeck.core.telemetry.history import History
+from rigdeck.core.telemetry.nvml import NvmlReader
+from rigdeck.core.telemetry.processes import send_signal
+from rigdeck.core.telemetry.sampler import TelemetrySampler
+from tests.support.fake_nvml import FakeGpu, FakeNvml, this_process_on_gpu
+from tests.support.fixed_snapshot import gpu_box, no_gpu_box
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_real_psutil_snapshot_matches_the_machine(tmp_path):
+    clock = Clock()
+    sampler = TelemetrySampler(nvml=NvmlReader(FakeNvml([])), watched=[("home", tmp_path)],
+                               clock=clock)
+    first = sampler.sample()
+    assert first.memory.total == psutil.virtual_memory().total
+    assert first.cpu.logical_cores == psutil.cpu_count()
+    assert len(first.cpu.per_core) == first.cpu.logical_cores
+    assert 0.0 <= first.cpu.percent <= 100.0
+    # Rates need two readings: the first has none rather than a made-up zero.
+    assert first.network.rx_bps is None and first.disk_io.read_bps is None
+    clock.now += 1.0
+    second = sampler.sample()
+    assert second.network.rx_bps is not None and second.network.rx_bps >= 0
+    assert second.disks and second.disks[0].labels == ("home",)
+    assert second.disks[0].free == psutil.disk_usage(str(tmp_path)).free or second.disks[0].free > 0
+
+
+def test_host_processes_include_this_process_when_asked():
+    sampler = TelemetrySampler(nvml=NvmlReader(FakeNvml([])), watched=[])
+    snap = sampler.sample(host_processes=10_000)
+    assert os.getpid() in {p.pid for p in snap.host_processes}
+    assert sampler.sample().host_processes == ()
+
+
+def test_gpu_readings_and_units():
+    gpu = FakeGpu(processes=this_process_on_gpu(512 * 1024**2))
+    reader = NvmlReader(FakeNvml([gpu]))
+    assert reader.status == "ok" and reader.driver_version == "550.54.14"
+    (stats,) = reader.read()
+    assert stats.name == gpu.name
+    assert stats.memory_used == gpu.used and stats.memory_total == gpu.total
+    assert stats.power_w == pytest.approx(215.0) and stats.power_limit_w == pytest.approx(320.0)
+    assert stats.pcie_rx_bps == 1200 * 1024
+    # 9501 MHz x 2 (DDR) x 320 bits / 8: the RTX 3080's 760 GB/s.
+    assert stats.bandwidth_bytes_per_s == pytest.approx(760e9, rel=0.01)
+    (proc,) = stats.processes
+    assert proc.pid == os.getpid() and proc.gpu_memory == 512 * 1024**2
+    assert "python" in proc.command.lower() or "pytest" in proc.command.lower()
+
+
+def test_unsupported_fields_become_none_not_errors():
+    gpu = FakeGpu(unsupported={"fan", "power", "pcie", "temperature"})
+    (stats,) = NvmlReader(FakeNvml([gpu])).read()
+    assert stats.fan_percent is None and stats.power_w is None
+    assert stats.pcie_rx_bps is None and stats.temperature_c is None
+    assert stats.util_percent == gpu.util  # the rest still reads
+
+
+@pytest.mark.parametrize(
+    ("error", "words"),
+    [
+        ("driver", "driver not loaded"),
+        ("library", "no nvidia"),
+        ("permission", "video group"),
+    ],
+)
+def test_driver_problems_say_so_plainly(error, words):
+    reader = NvmlReader(FakeNvml(init_error=error))
+    assert words in reader.status.lower()
+    assert reader.read() == ()
+    sampler = TelemetrySampler(nvml=reader, watched=[])
+    snap = sampler.sample()
+    assert snap.gpus == () and snap.gpu_status == reader.status
+
+
+def test_missing_package_is_a_status_not_a_crash(monkeypatch):
+    monkeypatch.setattr("rigdeck.core.telemetry.nvml.load_pynvml", lambda: None)
+    assert "nvidia-ml-py" in NvmlReader().status
+
+
+def test_gpu_lost_mid_run_is_marked_and_other_gpus_keep_reading():
+    good, bad = FakeGpu(name="A"), FakeGpu(name="B")
+    reader = NvmlReader(FakeNvml([good, bad]))
+    assert all(not g.lost for g in reader.read())
+    bad.lost = True
+    first, second = reader.read()
+    assert not first.lost and first.util_percent == good.util
+    assert second.lost and second.name == "B" and second.util_percent is None
+    good.lost = True
+    sampler = TelemetrySampler(nvml=reader, watched=[])
+    assert "lost" in sampler.sample().gpu_status
+
+
+def test_throttle_reasons_are_named():
+    import pynvml
+
+    gpu = FakeGpu(throttle=pynvml.nvmlClocksThrottleReasonSwPowerCap
+                  | pynvml.nvmlClocksThrottleReasonHwThermalSlowdown
+                  | pynvml.nvmlClocksThrottleReasonGpuIdle)
+    (stats,) = NvmlReader(FakeNvml([gpu])).read()
+    assert stats.throttle_reasons == ("power cap", "thermal (hw)")
+
+
+def test_static_fields_are_read_once():
+    fake = FakeNvml([FakeGpu()])
+    reader = NvmlReader(fake)
+    reader.read()
+    first = fake.calls
+    reader.read()
+    assert fake.calls - first < first  # name/uuid/limits/bus width are cached
+
+
+def test_close_shuts_nvml_down_once():
+    fake = FakeNvml([FakeGpu()])
+    reader = NvmlReader(fake)
+    reader.close()
+    reader.close()
+    assert fake.shutdowns == 1
+
+
+def test_history_keeps_the_last_minutes():
+    history = History(capacity=3)
+    for _ in range(5):
+        history.record(gpu_box())
+    assert history.series("cpu") == [23.0, 23.0, 23.0]
+    assert history.series("gpu0.mem") == pytest.approx([96.0] * 3)
+    assert history.series("gpu0.power") == [301.0] * 3
+
+
+def test_diagnosis_names_the_vram_hog():
+    d = diagnose(gpu_box())
+    assert d.limit == "vram"
+    assert d.headline.startswith("VRAM 9.6/10.0 GB used by pid 4121 python")
+    assert "RAM fine" in d.headline
+
+
+def test_diagnosis_without_gpu_and_with_free_vram():
+    assert diagnose(no_gpu_box()).limit == "none"
+    relaxed = diagnose(gpu_box(vram_used=2_000_000_000))
+    assert relaxed.limit == "none" and "VRAM fine" in relaxed.headline
+
+
+def test_signals_refused_with_reasons():
+    with pytest.raises(ProcessActionError, match="read-only"):
+        send_signal(12345, "TERM", read_only=True)
+    with pytest.raises(ProcessActionError, match="itself"):
+        send_signal(os.getpid(), "TERM")
+    with pytest.raises(ProcessActionError, match="pid 1"):
+        send_signal(1, "KILL")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    with pytest.raises(ProcessActionError, match="gone"):
+        send_signal(gone.pid, "TERM")
+
+
+def test_sigterm_stops_a_real_process():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        message = send_signal(child.pid, "TERM")
+        assert f"pid {child.pid}" in message
+        assert child.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        child.kill()
