@@ -106,7 +106,7 @@ def test_theme_default_follows_terminal_colours():
 
 
 def test_broken_theme_file_is_one_line(tmp_path):
-    with pytest.raises(ConfigError, match="mine.toml: a theme needs name"):
+    with pytest.raises(ConfigError, match=r"mine\.toml: a theme needs name"):
         parse_theme("primary = '#fff'\n", "mine.toml")
     with pytest.raises(ConfigError, match=r"mine.toml:1:\d+: invalid TOML"):
         parse_theme("name = \n", "mine.toml")
