@@ -110,7 +110,7 @@ class RedactingFilter(logging.Filter):
 
 
 def write_secret_file(path: Path, value: str | Secret) -> None:
-    """Write a secret to `path` with mode 0600, atomically (a reader sees old or new, never half)."""
+    """Write a secret to `path` with mode 0600, atomically (readers see old or new, never half)."""
     text = value.reveal() if isinstance(value, Secret) else value
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     # mkstemp creates the file 0600 from the start, so there is no window where it is readable.

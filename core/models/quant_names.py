@@ -93,3 +93,36 @@ def quant_from_file_type(file_type: int | None) -> str | None:
         return None
     # Bit 10 (1024) marks a file whose type was guessed by llama.cpp's quantizer.
     return FILE_TYPE_LABELS.get(int(file_type) & ~1024)
+
+
+# llama.cpp's gguf-split naming: "<stem>-00001-of-00003.gguf". Part numbers are 1-based.
+_SPLIT_RE = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
+
+
+def split_part(filename: str) -> tuple[str, int, int] | None:
+    """``(stem, index, count)`` for a split GGUF part name, None for a single-file model.
+
+    ``stem`` keeps any folder prefix, so parts of one model group by ``(stem, count)``.
+    """
+    match = _SPLIT_RE.match(filename)
+    if match is None:
+        return None
+    index, count = int(match["index"]), int(match["count"])
+    if not 1 <= index <= count:
+        return None
+    return match["stem"], index, count
+
+
+def is_projector(filename: str) -> bool:
+    """Whether a GGUF is a vision/audio projector (mmproj) rather than a language model."""
+    base = filename.rsplit("/", 1)[-1].lower()
+    return "mmproj" in base or "projector" in base
+
+
+def model_stem(filename: str) -> str:
+    """A display name for a GGUF file: its base name without folders, split suffix or extension."""
+    base = filename.rsplit("/", 1)[-1]
+    split = split_part(base)
+    if split is not None:
+        return split[0]
+    return base[: -len(".gguf")] if base.lower().endswith(".gguf") else base
