@@ -152,7 +152,7 @@ def test_history_keeps_the_last_minutes():
 def test_diagnosis_names_the_vram_hog():
     d = diagnose(gpu_box())
     assert d.limit == "vram"
-    assert d.headline.startswith("VRAM 9.6/10.0 GB used by pid 4121 python")
+    assert d.headline.startswith("VRAM 8.9/9.3 GiB used by pid 4121 python")
     assert "RAM fine" in d.headline
 
 

@@ -7,6 +7,16 @@ import os
 from collections.abc import Callable, Iterable
 from functools import partial
 
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.content import Content
+from textual.message import Message
+from textual.screen import Screen
+from textual.theme import Theme
+from textual.widgets import Footer, Static, TabbedContent, TabPane
+from textual.worker import Worker, WorkerState
+
 from rigdeck.core.config import Settings, config_dir, load_settings
 from rigdeck.core.doctor import run_checks
 from rigdeck.core.errors import RigdeckError
@@ -19,15 +29,6 @@ from rigdeck.core.themes import ThemeSpec, builtin_themes, default_theme_name, u
 from rigdeck.core.units import format_duration
 from rigdeck.tui.panes.telemetry import HOST_PROCESS_ROWS, TelemetryPane
 from rigdeck.tui.screens import ConfirmScreen, DoctorScreen, HelpScreen
-from textual import on, work
-from textual.app import App, ComposeResult, SystemCommand
-from textual.binding import Binding
-from textual.content import Content
-from textual.message import Message
-from textual.screen import Screen
-from textual.theme import Theme
-from textual.widgets import Footer, Static, TabbedContent, TabPane
-from textual.worker import Worker, WorkerState
 
 PANES: tuple[tuple[str, str, str], ...] = (
     ("telemetry", "Telemetry", "1"),
@@ -72,7 +73,8 @@ class RigdeckApp(App[None]):
         Binding("colon", "command_palette", "Palette", id="palette", show=False,
                 tooltip="Command palette (also ctrl+p)"),
         *(
-            Binding(key, f"show_pane('{pane}')", title, id=f"pane.{pane}",
+            # The tab labels already show these keys; the footer keeps its room for actions.
+            Binding(key, f"show_pane('{pane}')", title, id=f"pane.{pane}", show=False,
                     tooltip=f"Show the {title} pane")
             for pane, title, key in PANES
         ),
@@ -249,6 +251,9 @@ class RigdeckApp(App[None]):
 
     def action_toggle_pause(self) -> None:
         self.query_one(TelemetryPane).action_toggle_pause()
+
+    @on(TelemetryPane.PauseChanged)
+    def _pause_changed(self) -> None:
         if self.latest is not None:
             self._update_statusbar(self.latest)
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from rigdeck.core.doctor import Check
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
+
+from rigdeck.core.doctor import Check
 
 
 class HelpScreen(ModalScreen[None]):

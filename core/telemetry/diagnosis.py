@@ -14,14 +14,15 @@ CPU_BUSY = 90.0
 DISK_FREE_MIN = 5 * 1024**3
 
 
-def _gb(n: int) -> str:
-    return f"{n / 1e9:.1f}"
+def _gib(n: int) -> str:
+    # GiB everywhere, as the meters and nvidia-smi's MiB: one unit on one screen.
+    return f"{n / 1024**3:.1f}"
 
 
 def _vram_fact(gpu: GpuStats) -> str | None:
     if gpu.memory_used is None or not gpu.memory_total:
         return None
-    text = f"VRAM {_gb(gpu.memory_used)}/{_gb(gpu.memory_total)} GB"
+    text = f"VRAM {_gib(gpu.memory_used)}/{_gib(gpu.memory_total)} GiB"
     if gpu.processes:
         top = gpu.processes[0]
         command = top.command.split()[0].rsplit("/", 1)[-1] if top.command else "?"
@@ -51,9 +52,9 @@ def diagnose(snap: Snapshot) -> Diagnosis:
     mem = snap.memory
     ram_frac = mem.used / mem.total if mem.total else 0.0
     if ram_frac >= RAM_TIGHT:
-        tight.append(("ram", f"RAM {_gb(mem.used)}/{_gb(mem.total)} GB used"))
+        tight.append(("ram", f"RAM {_gib(mem.used)}/{_gib(mem.total)} GiB used"))
     elif mem.swap_total and mem.swap_used / mem.swap_total >= SWAP_BUSY:
-        tight.append(("ram", f"swap {_gb(mem.swap_used)}/{_gb(mem.swap_total)} GB in use"))
+        tight.append(("ram", f"swap {_gib(mem.swap_used)}/{_gib(mem.swap_total)} GiB in use"))
     else:
         fine.append(f"RAM fine ({format_bytes(mem.available)} free)")
 

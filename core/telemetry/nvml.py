@@ -16,6 +16,7 @@ from types import ModuleType
 from typing import Any, TypeVar
 
 import psutil
+
 from rigdeck.core.telemetry.snapshot import GpuProcess, GpuStats
 
 T = TypeVar("T")

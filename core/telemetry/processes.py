@@ -6,6 +6,7 @@ import os
 import signal
 
 import psutil
+
 from rigdeck.core.errors import ProcessActionError
 
 SIGNALS = {"TERM": signal.SIGTERM, "KILL": signal.SIGKILL}

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
+
 from rigdeck.core.telemetry.diagnosis import diagnose
 from rigdeck.core.telemetry.nvml import NvmlReader
 from rigdeck.core.telemetry.snapshot import (

@@ -7,10 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rigdeck.core.telemetry.history import History
-from rigdeck.core.telemetry.snapshot import GpuProcess, GpuStats, Snapshot
-from rigdeck.core.units import format_bytes, format_rate
-from rigdeck.tui.widgets.meter import Meter
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -19,6 +15,11 @@ from textual.content import Content
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import DataTable, Sparkline, Static
+
+from rigdeck.core.telemetry.history import History
+from rigdeck.core.telemetry.snapshot import GpuProcess, GpuStats, Snapshot
+from rigdeck.core.units import format_bytes, format_rate
+from rigdeck.tui.widgets.meter import Meter
 
 SORT_KEYS: tuple[tuple[str, str], ...] = (
     ("memory", "GPU/host memory"),
@@ -132,6 +133,9 @@ class TelemetryPane(Vertical):
     paused: reactive[bool] = reactive(False)
     """When true, new snapshots are not drawn (the view is frozen)."""
     sort_index: reactive[int] = reactive(0)
+
+    class PauseChanged(Message):
+        """The view was frozen or resumed (the status bar says so)."""
 
     class SignalRequested(Message):
         def __init__(self, request: SignalRequest) -> None:
@@ -268,7 +272,7 @@ class TelemetryPane(Vertical):
                 "N/A" if p.cpu_percent is None else f"{p.cpu_percent:.0f}",
                 format_bytes(p.rss),
                 p.command[:200],
-                key=str(p.pid),
+                key=f"{p.gpu_index}:{p.pid}",
             )
         if selected is not None:
             for i, p in enumerate(rows):
@@ -279,6 +283,7 @@ class TelemetryPane(Vertical):
     # -- actions ---------------------------------------------------------------------------
     def watch_paused(self, paused: bool) -> None:
         self.set_class(paused, "-paused")
+        self.post_message(self.PauseChanged())
         if not paused:
             self.refresh_view()
 
