@@ -321,8 +321,12 @@ class _Server:
         handler = type(f"{name.title()}Handler", (_Handler,), {"fake": hub, "server_name": name})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
+        # A short poll interval keeps stop() (and so every test's teardown) quick.
         self.thread = threading.Thread(
-            target=self.httpd.serve_forever, name=f"fake-{name}", daemon=True
+            target=self.httpd.serve_forever,
+            kwargs={"poll_interval": 0.02},
+            name=f"fake-{name}",
+            daemon=True,
         )
 
     @property
