@@ -264,13 +264,14 @@ class HttpRangeSource:
                     self._eof_block = max(first - 1, 0)
                     return
                 hf_raise_for_status(response)
-                data = self._read_body(response, start, stop)
+                start, data = self._read_body(response, start, stop)
         except HubError:
             raise
         except Exception as exc:  # every transport or HTTP failure becomes one HubError line
             raise _hub_error(
                 exc, what=self.name, token=self._token, endpoint=_origin(self._url)
             ) from None
+        first = start // self._block
         if len(data) < stop - start:
             self._eof_block = (start + len(data) - 1) // self._block if data else max(first - 1, 0)
             if self._size is None or self._size > start + len(data):
@@ -278,7 +279,8 @@ class HttpRangeSource:
         for i in range(0, len(data), self._block):
             self._blocks[first + i // self._block] = data[i : i + self._block]
 
-    def _read_body(self, response: httpx2.Response, start: int, stop: int) -> bytes:
+    def _read_body(self, response: httpx2.Response, start: int, stop: int) -> tuple[int, bytes]:
+        """``(offset of the first byte, bytes up to stop)`` from a 206 or a 200 answer."""
         want = stop - start
         if response.status_code == 206:
             got_start = _content_range_start(response.headers.get("Content-Range"))
@@ -289,24 +291,20 @@ class HttpRangeSource:
             total = _content_range_total(response.headers.get("Content-Range"))
             if total is not None:
                 self._size = total
-            skip = 0
         else:
-            # 200: the server ignored Range and sends the whole file. Skip to `start`, take what
-            # we need and hang up instead of downloading gigabytes.
+            # 200: the server ignored Range and sends the file from byte 0. Read only up to
+            # `stop` and hang up instead of downloading gigabytes; keep it all, it was paid for.
             length = response.headers.get("Content-Length")
             if self._size is None and length is not None and length.isdigit():
                 self._size = int(length)
-            skip = start
+            start, want = 0, stop
         buf = bytearray()
         for chunk in response.iter_bytes(chunk_size=64 * 1024):
             self._bytes += len(chunk)
-            if skip:
-                cut = min(skip, len(chunk))
-                chunk, skip = chunk[cut:], skip - cut
             buf += chunk
             if len(buf) >= want:
                 break
-        return bytes(buf[:want])
+        return start, bytes(buf[:want])
 
 
 def _content_range_total(value: str | None) -> int | None:

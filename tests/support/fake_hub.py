@@ -26,6 +26,7 @@ import hashlib
 import json
 import re
 import socket
+import sys
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -116,11 +117,14 @@ class FakeHub:
     def __init__(self, *, tokens: Iterable[str] = (), page_size: int = 1000) -> None:
         self.tokens = set(tokens)
         self.page_size = page_size
+        self.ignore_range = False  # make the cdn answer 200 with the whole file, like some proxies
         self.repos: dict[str, FakeRepo] = {}
-        self.log: list[Served] = []
+        self._log: list[Served] = []
+        self._inflight = 0
         self._faults: list[_Fault] = []
         self._corrupt: set[str] = set()
         self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)
         self._hub = _Server(self, "hub")
         self._cdn = _Server(self, "cdn")
 
@@ -279,9 +283,26 @@ class FakeHub:
 
     # --- accounting ----------------------------------------------------------------------------
 
+    def begin(self) -> None:
+        with self._lock:
+            self._inflight += 1
+
     def record(self, served: Served) -> None:
         with self._lock:
-            self.log.append(served)
+            self._log.append(served)
+            self._inflight -= 1
+            self._settled.notify_all()
+
+    @property
+    def log(self) -> list[Served]:
+        """Every request answered so far, oldest first.
+
+        A client can finish reading a response before the server thread has logged it, so this
+        first waits (briefly) for requests still being handled.
+        """
+        with self._lock:
+            self._settled.wait_for(lambda: self._inflight == 0, timeout=5)
+            return list(self._log)
 
     def served(
         self,
@@ -290,18 +311,18 @@ class FakeHub:
         path_contains: str = "",
         method: str | None = None,
     ) -> list[Served]:
-        with self._lock:
-            return [
-                s
-                for s in self.log
-                if (server is None or s.server == server)
-                and (method is None or s.method == method)
-                and path_contains in s.path
-            ]
+        return [
+            s
+            for s in self.log
+            if (server is None or s.server == server)
+            and (method is None or s.method == method)
+            and path_contains in s.path
+        ]
 
     def clear_log(self) -> None:
         with self._lock:
-            self.log.clear()
+            self._settled.wait_for(lambda: self._inflight == 0, timeout=5)
+            self._log.clear()
 
     # --- helpers for handlers ------------------------------------------------------------------
 
@@ -314,13 +335,22 @@ class FakeHub:
         return None
 
 
+class _QuietHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # Clients hanging up (a cancelled download, a range reader that got enough) are normal.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
 class _Server:
     def __init__(self, hub: FakeHub, name: ServerName) -> None:
         self.hub = hub
         self.name = name
         handler = type(f"{name.title()}Handler", (_Handler,), {"fake": hub, "server_name": name})
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _QuietHTTPServer(("127.0.0.1", 0), handler)
         # A short poll interval keeps stop() (and so every test's teardown) quick.
         self.thread = threading.Thread(
             target=self.httpd.serve_forever,
@@ -370,6 +400,7 @@ class _Handler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         self._route = unquote(split.path)
         self._query = parse_qs(split.query)
+        self.fake.begin()
         try:
             fault = self.fake._take_fault(self.server_name, method, self._route)
             if fault is not None and fault.drop_after is None and fault.hold_after is None:
@@ -632,7 +663,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, "NoSuchKey")
             return
         corrupt = file.sha256 in self.fake._corrupt
-        _send_file(self, file, extra={"ETag": f'"{file.sha256}"'}, fault=fault, corrupt=corrupt)
+        _send_file(
+            self,
+            file,
+            extra={"ETag": f'"{file.sha256}"'},
+            fault=fault,
+            corrupt=corrupt,
+            honour_range=not self.fake.ignore_range,
+        )
 
 
 _RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)$")
@@ -645,11 +683,12 @@ def _send_file(
     extra: Mapping[str, str],
     fault: _Fault | None,
     corrupt: bool = False,
+    honour_range: bool = True,
 ) -> None:
     """Serve a file body honouring a single Range, with optional mid-body faults."""
     size = file.size
     start, end, status = 0, size - 1, 200
-    header = handler.headers.get("Range")
+    header = handler.headers.get("Range") if honour_range else None
     if header:
         match = _RANGE_RE.match(header.strip())
         if match is None or (not match[1] and not match[2]):
