@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from rigdeck.core.errors import ModelFileError
 from rigdeck.core.models.ggml_types import GGML_MAX_DIMS, GGML_TYPES
@@ -44,6 +44,12 @@ MAX_KV_COUNT = 1 << 16
 MAX_TENSOR_COUNT = 1 << 16
 MAX_KEY_LENGTH = 65535  # the GGUF spec's limit
 MAX_TENSOR_NAME = 63  # ggml keeps names in a 64-byte buffer with a trailing NUL
+
+# Skipping a long string array is vectorized when numpy is importable (see _walk_short_strings).
+_VECTOR_MIN_STRINGS = 4096
+_VECTOR_WINDOW = 64 * 1024
+_VECTOR_MIN_PROGRESS = 256
+_VECTOR_FALLBACK_BATCH = 4096
 
 _FIRST_CHUNK = 256 * 1024
 _MAX_CHUNK = 8 * 1024 * 1024
@@ -95,6 +101,8 @@ _MIN_TENSOR_BYTES = 8 + 1 + 4 + 4 + 8  # name length, one name byte, n_dims, typ
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
+_DIMS = tuple(struct.Struct(f"<{n}Q") for n in range(GGML_MAX_DIMS + 1))
+_TYPE_OFFSET = struct.Struct("<IQ")
 _SPLIT_RE = re.compile(
     r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})(?P<ext>\.gguf)$", re.IGNORECASE
 )
@@ -371,6 +379,12 @@ class _Reader:
         self._pos += 4
         return value
 
+    def unpack(self, st: struct.Struct, what: str) -> tuple[Any, ...]:
+        self._need(st.size, what)
+        values = st.unpack_from(self._buf, self._pos)
+        self._pos += st.size
+        return values
+
     def u64(self, what: str) -> int:
         self._need(8, what)
         (value,) = _U64.unpack_from(self._buf, self._pos)
@@ -399,7 +413,15 @@ class _Reader:
         return self.string_bytes(what, limit).decode("utf-8", errors="replace")
 
     def strings(self, count: int, keep: bool, what: str) -> list[str]:
-        """Read ``count`` strings; with ``keep`` false only walk past them (the fast path)."""
+        """Read ``count`` strings; with ``keep`` false only walk past them."""
+        if not keep and count >= _VECTOR_MIN_STRINGS:
+            np = _numpy()
+            if np is not None:
+                self._skip_strings_vectorized(np, count, what)
+                return []
+        return self._strings(count, keep, what)
+
+    def _strings(self, count: int, keep: bool, what: str) -> list[str]:
         out: list[str] = []
         unpack = _U64.unpack_from
         left = count
@@ -430,6 +452,105 @@ class _Reader:
                     out.append(text)
                 left -= 1
         return out
+
+    def _skip_strings_vectorized(self, np: Any, count: int, what: str) -> None:
+        # A vocabulary and its merges are ~400k strings; walking them one by one in Python is most
+        # of a header's parse time, so walk the buffered part with numpy and fall back to the
+        # plain loop for whatever that cannot settle (buffer ends, unusual layouts).
+        left = count
+        walked = walked_bytes = 0
+        per_string = 16.0  # bytes, typical of real vocabularies; refined as the walk goes
+        while left:
+            # Look about as far as the strings left should reach: whatever follows the array
+            # costs time for nothing (and zero-filled data is all candidates).
+            end = min(len(self._buf), self._pos + int(left * per_string * 1.1) + _VECTOR_WINDOW)
+            start = self.tell()
+            done, self._pos = _walk_short_strings(np, self._buf, self._pos, end, left)
+            left -= done
+            if done:
+                walked += done
+                walked_bytes += self.tell() - start
+                per_string = walked_bytes / walked
+            if left and done < _VECTOR_MIN_PROGRESS:
+                batch = min(left, _VECTOR_FALLBACK_BATCH)
+                self._strings(batch, False, what)
+                left -= batch
+
+
+def _numpy() -> Any:
+    """numpy if it can be imported (it comes with llama-cpp-python), else None."""
+    global _NUMPY
+    if _NUMPY is False:
+        try:
+            import numpy
+        except ImportError:
+            _NUMPY = None
+        else:
+            _NUMPY = numpy
+    return _NUMPY
+
+
+_NUMPY: Any = False  # not tried yet
+
+
+def _walk_short_strings(np: Any, buf: bytes, pos: int, end: int, left: int) -> tuple[int, int]:
+    """Walk up to ``left`` length-prefixed strings from ``buf[pos:end]``, vectorized.
+
+    Returns (strings passed, new position); only strings wholly before ``end`` are passed, and it
+    may stop early anywhere. The result is exactly what the sequential walk would give.
+
+    A string shorter than 256 bytes starts with 8 bytes [n, 0, 0, 0, 0, 0, 0, 0], so every such
+    start is a "candidate" (bytes 1..7 zero) and its successor is at start + 8 + n. Where each
+    candidate's successor is the next candidate, the chain is settled without visiting it one by
+    one; breaks in that pattern (a long string, a stray candidate inside a string) are stepped
+    over individually.
+    """
+    r = np.frombuffer(buf, dtype=np.uint8, count=end - pos, offset=pos)
+    m = len(r)
+    if m < 8:
+        return 0, pos
+    k = m - 7
+    zero = r == 0
+    ok = zero[1 : 1 + k].copy()
+    for j in range(2, 8):
+        ok &= zero[j : j + k]
+    cand = np.flatnonzero(ok)
+    if not len(cand):
+        return 0, pos
+    nxt = cand + 8 + r[cand]
+    breaks = np.flatnonzero(nxt[:-1] != cand[1:])
+    last = len(cand) - 1
+    unpack = _U64.unpack_from
+    done = 0
+    p = 0  # relative to pos; always the start of a real string
+    steps = 0
+    while done < left:
+        i = int(np.searchsorted(cand, p))
+        if i <= last and int(cand[i]) == p:
+            b = int(np.searchsorted(breaks, i))
+            f = int(breaks[b]) if b < len(breaks) else last
+            run = f - i  # strings cand[i..f-1], each ending where the next begins
+            if run >= left - done:
+                p = int(cand[i + left - done])
+                done = left
+                break
+            done += run
+            q = int(nxt[f])
+            if q > m:
+                p = int(cand[f])
+                break
+        else:
+            if p + 8 > m:
+                break
+            q = p + 8 + unpack(buf, pos + p)[0]
+            if q > m:
+                break
+        p = q
+        done += 1
+        steps += 1
+        if steps > 64 and steps * 16 > done:
+            break  # mostly breaks: not worth it, leave the rest to the plain loop
+    return done, pos + p
 
 
 def _align(offset: int, alignment: int) -> int:
@@ -565,22 +686,20 @@ class _Parser:
         if name in seen:
             raise r.error(f"duplicate tensor name {name!r}", at)
         seen.add(name)
-        n_dims = r.u32(f"dimension count of tensor {name!r}")
+        label = f"tensor {name!r}"
+        n_dims = r.u32(label)
         if n_dims > GGML_MAX_DIMS:
-            raise r.error(
-                f"tensor {name!r} has {n_dims} dimensions, ggml allows {GGML_MAX_DIMS}", at
-            )
-        shape = tuple(r.u64(f"shape of tensor {name!r}") for _ in range(n_dims))
+            raise r.error(f"{label} has {n_dims} dimensions, ggml allows {GGML_MAX_DIMS}", at)
+        shape: tuple[int, ...] = r.unpack(_DIMS[n_dims], label)
         n_elements = 1
         for dim in shape:
             # ggml dimensions are int64: a uint64 above INT64_MAX is a negative size.
             if dim > _INT64_MAX:
-                raise r.error(f"tensor {name!r} has a negative dimension in shape {shape}", at)
+                raise r.error(f"{label} has a negative dimension in shape {shape}", at)
             n_elements *= dim
         if n_elements > _INT64_MAX:
-            raise r.error(f"tensor {name!r} shape {shape} overflows int64", at)
-        type_id = r.u32(f"type of tensor {name!r}")
-        offset = r.u64(f"data offset of tensor {name!r}")
+            raise r.error(f"{label} shape {shape} overflows int64", at)
+        type_id, offset = r.unpack(_TYPE_OFFSET, label)
         info = GGML_TYPES.get(type_id)
         if info is None:
             raise r.error(f"tensor {name!r} has unknown ggml type id {type_id}", at)
