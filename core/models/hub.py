@@ -63,7 +63,8 @@ DEFAULT_BLOCK_SIZE = 1 * MiB
 # within 2 MiB, so one request usually answers a whole header read.
 DEFAULT_FIRST_FETCH = 2 * MiB
 DEFAULT_MAX_FETCH = 16 * MiB
-_DOWNLOAD_CHUNK = 256 * 1024  # also the cancel granularity of a running download
+# Progress is reported at most once per this many bytes (and at the end of each part).
+_PROGRESS_STEP = 1 * MiB
 _RESUME_ATTEMPTS = 5
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -524,6 +525,7 @@ class Hub:
         _check_space(blob.parent, size - have)
         digest = _hash_file(partial) if have else hashlib.sha256()
         report(have)
+        reported = have
         failures = 0
         refreshed = False
         while have < size:
@@ -553,7 +555,9 @@ class Hub:
                         have, digest = 0, hashlib.sha256()
                         partial.unlink(missing_ok=True)
                     with partial.open("ab") as out:
-                        for chunk in response.iter_bytes(chunk_size=_DOWNLOAD_CHUNK):
+                        # Chunks as they arrive (tens of KiB): a dropped connection loses
+                        # nothing already received, and cancel is checked between them.
+                        for chunk in response.iter_bytes():
                             if cancel is not None and cancel.is_set():
                                 raise Cancelled(
                                     f"download of {what} cancelled; "
@@ -562,7 +566,9 @@ class Hub:
                             out.write(chunk)
                             digest.update(chunk)
                             have += len(chunk)
-                            report(have)
+                            if have - reported >= _PROGRESS_STEP:
+                                reported = have
+                                report(have)
                 if have < size:
                     raise httpx2.RemoteProtocolError("connection closed before the end of the file")
             except (httpx2.TransportError, httpx2.StreamError) as exc:
