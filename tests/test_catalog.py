@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from rigdeck.core.models.catalog import LocalModel, demo_model_path, discover
 
 COMMIT_A = "a" * 40

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from huggingface_hub import constants
+
 from rigdeck.core.errors import RigdeckError
 from rigdeck.core.secrets import (
     RedactingFilter,
