@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from platformdirs import user_config_path, user_data_path, user_state_path
+
 from rigdeck.core.errors import ConfigError
 
 APP_NAME = "rigdeck"

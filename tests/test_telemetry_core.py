@@ -154,6 +154,17 @@ def test_diagnosis_names_the_vram_hog():
     assert d.limit == "vram"
     assert d.headline.startswith("VRAM 8.9/9.3 GiB used by pid 4121 python")
     assert "RAM fine" in d.headline
+    assert "GPU 0 87% busy" not in d.headline  # under the busy threshold
+
+
+def test_diagnosis_says_when_the_gpu_is_saturated():
+    from dataclasses import replace
+
+    snap = gpu_box(vram_used=2_000_000_000)
+    busy = replace(snap, gpus=(replace(snap.gpus[0], util_percent=100.0),))
+    d = diagnose(busy)
+    assert d.limit == "none"
+    assert "GPU 0 100% busy (throttled: power cap)" in d.headline
 
 
 def test_diagnosis_without_gpu_and_with_free_vram():

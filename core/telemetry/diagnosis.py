@@ -11,6 +11,7 @@ VRAM_TIGHT = 0.90
 RAM_TIGHT = 0.90
 SWAP_BUSY = 0.25
 CPU_BUSY = 90.0
+GPU_BUSY = 90.0
 DISK_FREE_MIN = 5 * 1024**3
 
 
@@ -45,6 +46,13 @@ def diagnose(snap: Snapshot) -> Diagnosis:
         if gpu.memory_used / gpu.memory_total >= VRAM_TIGHT:  # type: ignore[operator]
             label = f"GPU {gpu.index} " if len(snap.gpus) > 1 else ""
             tight.append(("vram", label + fact))
+    for gpu in snap.gpus:
+        # A saturated GPU is not short of memory, but the next job will share it: say so.
+        if not gpu.lost and gpu.util_percent is not None and gpu.util_percent >= GPU_BUSY:
+            busy = f"GPU {gpu.index} {gpu.util_percent:.0f}% busy"
+            if gpu.throttle_reasons:
+                busy += f" (throttled: {', '.join(gpu.throttle_reasons)})"
+            fine.append(busy)
     if snap.gpus and not any(kind == "vram" for kind, _ in tight):
         free = sum(g.memory_free or 0 for g in snap.gpus)
         fine.append(f"VRAM fine ({format_bytes(free)} free)")

@@ -81,6 +81,8 @@ class GpuCard(Vertical):
         parts = [f"[b]GPU {i}[/b] {gpu.name}"]
         if gpu.temperature_c is not None:
             parts.append(f"{gpu.temperature_c:.0f}°C")
+        if gpu.throttle_reasons:
+            parts.append(f"[$warning]throttled: {', '.join(gpu.throttle_reasons)}[/]")
         if gpu.fan_percent is not None:
             parts.append(f"fan {gpu.fan_percent:.0f}%")
         if gpu.sm_clock_mhz is not None:
@@ -89,8 +91,6 @@ class GpuCard(Vertical):
             parts.append(f"mem {gpu.mem_clock_mhz} MHz")
         if gpu.pcie_rx_bps is not None or gpu.pcie_tx_bps is not None:
             parts.append(f"pcie ↓{format_rate(gpu.pcie_rx_bps)} ↑{format_rate(gpu.pcie_tx_bps)}")
-        if gpu.throttle_reasons:
-            parts.append(f"[$warning]throttled: {', '.join(gpu.throttle_reasons)}[/]")
         title.update(Content.from_markup("  ".join(parts)))
         util = gpu.util_percent
         self.query_one(f"#gpu-{i}-util", Meter).set(
