@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import socket
 import types
@@ -14,6 +15,7 @@ from huggingface_hub.utils import _http as hf_http
 
 from rigdeck.core.errors import HubError
 from rigdeck.core.models.hub import Hub, HubFilePart, group_files
+from rigdeck.core.models.quant_names import quant_from_file_type, quant_from_filename
 from rigdeck.core.secrets import Secret
 from tests.support.fake_hub import FakeHub
 
@@ -301,3 +303,93 @@ def test_token_never_appears_in_reprs_errors_or_logs(
     assert fake.served(server="hub")[-1].authorization == f"Bearer {TOKEN}"  # it was in use
     for text in seen:
         assert TOKEN not in text
+
+
+# --- quant labels as they appear in real repos ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("filename", "label"),
+    [
+        ("Llama-3.2-1B-Instruct-Q4_K_M.gguf", "Q4_K_M"),
+        ("Qwen2.5-7B-Instruct-IQ2_XXS.gguf", "IQ2_XXS"),
+        ("Qwen2.5-7B-Instruct-IQ2_XS.gguf", "IQ2_XS"),
+        ("Meta-Llama-3-8B-Instruct.Q8_0.gguf", "Q8_0"),
+        ("Phi-3-mini-4k-instruct-fp16.gguf", "F16"),
+        ("gemma-2-2b-it-bf16.gguf", "BF16"),
+        ("gpt-oss-20b-MXFP4.gguf", "MXFP4"),
+        ("DeepSeek-R1-UD-IQ1_S-00001-of-00004.gguf", "UD-IQ1_S"),
+        ("SmolLM2-135M-Instruct.Q4_1.gguf", "Q4_1"),
+        ("mistral-7b-instruct-v0.2.Q3_K_L.gguf", "Q3_K_L"),
+        ("Q4_K_S/Model-Q4_K_S-00002-of-00003.gguf", "Q4_K_S"),
+        ("tinyllama-1.1b-chat-v1.0.Q2_K.gguf", "Q2_K"),
+        ("model-IQ4_NL.gguf", "IQ4_NL"),
+        ("BitNet-b1.58-2B-TQ1_0.gguf", "TQ1_0"),
+        ("Qwen2.5-0.5B-Instruct.gguf", None),  # "Q" inside a name is not a quant
+        ("llama3.1:8b-instruct-q4_K_M", "Q4_K_M"),  # ollama tags are lower case
+    ],
+)
+def test_quant_label_from_filename(filename: str, label: str | None) -> None:
+    assert quant_from_filename(filename) == label
+
+
+def test_quant_label_from_gguf_file_type_matches_llama_cpp() -> None:
+    gguf = pytest.importorskip("gguf")
+    for member in gguf.LlamaFileType:
+        if member.name == "GUESSED":
+            continue
+        name = member.name.removeprefix("MOSTLY_").removeprefix("ALL_")
+        assert quant_from_file_type(member.value) == name, member
+        assert quant_from_file_type(member.value | 1024) == name  # the "guessed" flag is ignored
+    assert quant_from_file_type(None) is None
+    assert quant_from_file_type(999) is None
+
+
+# --- the fake Hub as other tests use it -------------------------------------------------------
+
+
+def test_a_folder_of_ggufs_served_as_repos(tmp_path: Path) -> None:
+    root = tmp_path / "served"
+    (root / "alice" / "Tiny-GGUF").mkdir(parents=True)
+    (root / "alice" / "Tiny-GGUF" / "tiny.Q4_0.gguf").write_bytes(b"GGUF" + b"\0" * 100)
+    (root / "bob" / "Other-GGUF" / "sub").mkdir(parents=True)
+    (root / "bob" / "Other-GGUF" / "sub" / "o-Q6_K.gguf").write_bytes(b"GGUF" + b"\1" * 50)
+    with FakeHub() as fake:
+        fake.add_directory(root)
+        hub = Hub(endpoint=fake.url, cache_dir=tmp_path / "cache")
+        assert sorted(r.repo_id for r in hub.search()) == ["alice/Tiny-GGUF", "bob/Other-GGUF"]
+        [file] = hub.list_files("bob/Other-GGUF")
+        assert (file.path, file.quant, file.size_bytes) == ("sub/o-Q6_K.gguf", "Q6_K", 54)
+        assert hub.open("bob/Other-GGUF", file.path).read_at(0, 5) == b"GGUF\1"
+
+
+def test_tracebacks_with_locals_do_not_show_the_token(fake: FakeHub, tmp_path: Path) -> None:
+    # The app's crash screen renders tracebacks with local variables: none may hold the token.
+    from rich.console import Console
+    from rich.traceback import Traceback
+
+    hub = _hub(fake, tmp_path, TOKEN)
+    readme = hub.open("bartowski/Llama-3.2-1B-Instruct-GGUF", "README.md")  # served by the Hub
+    fake.fail("/resolve/", 500, method="GET")
+    errors: list[HubError] = []
+    for call in (
+        lambda: readme.read_at(0, 10),
+        lambda: hub.list_files("nobody/nothing"),
+        lambda: hub.open("meta/Gated-GGUF", "g.Q8_0.gguf"),
+    ):
+        with pytest.raises(HubError) as info:
+            call()
+        errors.append(info.value)
+    assert fake.served(method="GET", path_contains="README")[-1].authorization  # token was sent
+
+    out = io.StringIO()
+    console = Console(file=out, width=240, record=True)
+    for exc in errors:
+        console.print(
+            Traceback.from_exception(
+                type(exc), exc, exc.__traceback__, show_locals=True, locals_max_string=2000
+            )
+        )
+    text = console.export_text()
+    assert "read_at" in text  # the frames and their locals were rendered
+    assert TOKEN not in text

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx2
 from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
@@ -148,6 +148,25 @@ class DownloadProgress:
 ProgressCallback = Callable[[DownloadProgress], None]
 
 
+class _BearerAuth(httpx2.Auth):
+    """Adds the token when the request is sent, so no frame of ours holds it in a local (a
+    traceback that shows locals must not print it). httpx drops it on cross-origin redirects."""
+
+    def __init__(self, token: Secret) -> None:
+        self._token = token
+
+    def __repr__(self) -> str:
+        return "_BearerAuth(***)"
+
+    def auth_flow(self, request: httpx2.Request) -> Iterator[httpx2.Request]:
+        request.headers["Authorization"] = f"Bearer {self._token.reveal()}"
+        yield request
+
+
+def _auth(token: Secret | None) -> _BearerAuth | None:
+    return _BearerAuth(token) if token else None
+
+
 # --- the range source --------------------------------------------------------------------------
 
 
@@ -250,12 +269,14 @@ class HttpRangeSource:
         if self._size is not None:
             stop = min(stop, self._size)
         headers = {"Range": f"bytes={start}-{stop - 1}", "Accept-Encoding": "identity"}
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token.reveal()}"
         self._requests += 1
         try:
             with get_session().stream(
-                "GET", self._url, headers=headers, timeout=_timeout(self._timeout)
+                "GET",
+                self._url,
+                headers=headers,
+                auth=_auth(self._token),
+                timeout=_timeout(self._timeout),
             ) as response:
                 if response.status_code == 416:
                     # Asked past the end: the file is shorter than we thought.
@@ -530,15 +551,19 @@ class Hub:
         refreshed = False
         while have < size:
             _check_cancel(cancel, what)
-            headers = {"Accept-Encoding": "identity"}
+            headers = build_hf_headers(token=False, headers={"Accept-Encoding": "identity"})
             if have:
                 headers["Range"] = f"bytes={have}-"
-            if self._token and _same_origin(location, self.endpoint):
-                headers.update(build_hf_headers(token=self._token.reveal()))
+            # The token goes to the Hub's own host only, never to the storage host it redirects to.
+            token = self._token if _same_origin(location, self.endpoint) else None
             before = have
             try:
                 with get_session().stream(
-                    "GET", location, headers=headers, timeout=_timeout(self.timeout)
+                    "GET",
+                    location,
+                    headers=headers,
+                    auth=_auth(token),
+                    timeout=_timeout(self.timeout),
                 ) as response:
                     if (
                         response.status_code in (401, 403, 410)
@@ -640,6 +665,10 @@ class Hub:
     ) -> tuple[str, int | None, str, str]:
         """HEAD the file: (download location, size, etag, commit), as hf_hub_download sees them."""
         url = hf_hub_url(repo_id, filename, revision=revision, endpoint=self.endpoint)
+        if not url.startswith(self.endpoint + "/"):
+            # hf_hub_url swaps in `endpoint` only while its import-time URL template still
+            # matches constants.ENDPOINT; if that constant was changed since, build it here.
+            url = f"{self.endpoint}/{repo_id}/resolve/{quote(revision, safe='')}/{quote(filename)}"
         with self._errors(what=f"{repo_id}/{filename}", repo_id=repo_id, revision=revision):
             meta = get_hf_file_metadata(
                 url, token=self._token_arg(), timeout=self.timeout, endpoint=self.endpoint
