@@ -195,3 +195,13 @@ def test_offline_mode_refuses_before_any_request(
     with pytest.raises(HubError, match="HF_HUB_OFFLINE"):
         hub.download(file)
     assert fake.log == []
+
+
+def test_a_split_model_missing_parts_is_refused_up_front(fake: FakeHub, hub: Hub) -> None:
+    fake.add_repo("org/Broken-GGUF", {"b-00001-of-00002.gguf": b"GGUF"})
+    [file] = hub.list_files("org/Broken-GGUF")
+    assert not file.complete
+    fake.clear_log()
+    with pytest.raises(HubError, match="only 1 part"):
+        hub.download(file)
+    assert fake.served(server="cdn") == []

@@ -464,6 +464,11 @@ class Hub:
         """
         if constants.is_offline_mode():
             raise HubError(_offline_message())
+        if not file.complete:
+            raise HubError(
+                f"{file.repo_id}/{file.path}: the repo lists only {len(file.parts)} part(s) of "
+                "this split model, so it could not be loaded; pick another file"
+            )
         total = file.size_bytes
         done = 0
         paths: list[Path] = []
