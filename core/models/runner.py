@@ -404,8 +404,8 @@ def _layers_from_log(log_text: str) -> tuple[int | None, int | None]:
     return n_layers, offloaded
 
 
-def _explain_failure(exc: BaseException, log_text: str) -> tuple[str, str]:
-    """(reason code, one line a user can act on) for a failed load."""
+def explain_load_failure(log_text: str, exc: BaseException | None = None) -> tuple[str, str]:
+    """(reason code, one line a user can act on) for a failed load, from llama.cpp's log."""
     lower = log_text.lower()
     if "unknown model architecture" in lower:
         arch = re.search(r"unknown model architecture: '([^']*)'", log_text)
@@ -435,17 +435,21 @@ def _explain_failure(exc: BaseException, log_text: str) -> tuple[str, str]:
     ):
         detail = _first_error(log_text) or "the file is damaged"
         return "corrupt", f"file is corrupt or incomplete ({detail})"
-    detail = _first_error(log_text) or str(exc) or type(exc).__name__
+    detail = _first_error(log_text) or (str(exc) or type(exc).__name__ if exc else "unknown error")
     return "other", detail
 
 
 def _first_error(log_text: str) -> str | None:
+    """The most specific error line: llama.cpp ends every failure with generic ones."""
+    generic = ("failed to load model", "error loading model")
+    candidates: list[str] = []
     if match := _ERROR_LOAD_RE.search(log_text):
-        return match[1].strip()
+        candidates.append(match[1].strip())
     for line in log_text.splitlines():
         if ("error" in line.lower() or "failed" in line.lower()) and ":" in line:
-            return line.split(":", 1)[1].strip()
-    return None
+            candidates.append(line.split(":", 1)[1].strip())
+    specific = [c for c in candidates if not any(g in c.lower() for g in generic)]
+    return (specific or candidates or [None])[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -560,7 +564,7 @@ def load_model(
         try:
             llm = llama_cpp.Llama(model_path=str(path), **_llama_kwargs(plan))
         except Exception as exc:  # the binding raises ValueError/RuntimeError; the log says why
-            failure = _explain_failure(exc, "".join(captured))
+            failure = explain_load_failure("".join(captured), exc)
         finally:
             _load_tls.progress = None
         log_text = "".join(captured)

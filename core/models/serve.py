@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from rigdeck.core.errors import RunError
-from rigdeck.core.models.runner import GGML_KV_TYPES, RunPlan
+from rigdeck.core.models.runner import GGML_KV_TYPES, RunPlan, explain_load_failure
 
 # import name -> distribution name, of what `pip install 'llama-cpp-python[server]'` brings.
 SERVER_PACKAGES: dict[str, str] = {
@@ -158,9 +158,14 @@ def _default_log_dir() -> Path:
 
 def _last_error(log_path: Path) -> str:
     try:
-        lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        text = log_path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return "no log"
+    # The server prints llama.cpp's log too: its explanation beats the Python traceback's.
+    reason, why = explain_load_failure(text)
+    if reason != "other":
+        return why
+    lines = text.splitlines()
     for line in reversed(lines):
         text = line.strip()
         if text and any(w in text for w in ("Error", "error", "Exception", "failed", "Failed")):
