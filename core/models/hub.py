@@ -610,7 +610,9 @@ class Hub:
                         exc, what=what, token=self._token, endpoint=self.endpoint
                     ) from None
                 logger.info("resuming %s at byte %d after: %s", what, have, type(exc).__name__)
-                if failures and cancel is not None and cancel.wait(min(2.0**failures, 10.0)):
+                # Back off before retrying a link that made no progress; cancel cuts the wait.
+                waiter = cancel if cancel is not None else threading.Event()
+                if failures and waiter.wait(min(2.0**failures, 10.0)):
                     raise Cancelled(f"download of {what} cancelled") from None
                 continue
             except HubError:
