@@ -318,9 +318,16 @@ class _Reader:
         if self.size is not None and end > self.size:
             return self.error(f"truncated file ({self.size} bytes) while reading {what}")
         return self.error(
-            f"header is larger than the {self.max_bytes // (1024 * 1024)} MiB limit "
-            f"(reading {what})"
+            f"header is larger than the {_limit_text(self.max_bytes)} limit (reading {what})"
         )
+
+    def overrun(self, claim: str, offset: int) -> ModelFileError:
+        """A length or count read from the file that cannot be true: say which bound it breaks."""
+        if self.size is not None and self.size <= self.max_bytes:
+            return self.error(
+                f"{claim} but only {self.remaining()} bytes remain in the file", offset
+            )
+        return self.error(f"{claim}, past the {_limit_text(self.max_bytes)} header limit", offset)
 
     # -- buffer -----------------------------------------------------------------------------
 
@@ -404,9 +411,7 @@ class _Reader:
         if limit is not None and length > limit:
             raise self.error(f"{what} is {length} bytes long, the limit is {limit}", start)
         if length > self.remaining():
-            raise self.error(
-                f"{what} claims {length} bytes but at most {self.remaining()} can follow", start
-            )
+            raise self.overrun(f"{what} claims {length} bytes", start)
         return self.raw(length, what)
 
     def string(self, what: str, limit: int | None = None) -> str:
@@ -553,6 +558,13 @@ def _walk_short_strings(np: Any, buf: bytes, pos: int, end: int, left: int) -> t
     return done, pos + p
 
 
+def _limit_text(max_bytes: int) -> str:
+    mib = 1024 * 1024
+    if max_bytes % mib == 0:
+        return f"{max_bytes // mib} MiB"
+    return f"{max_bytes}-byte"
+
+
 def _align(offset: int, alignment: int) -> int:
     return offset + (-offset % alignment)
 
@@ -581,11 +593,7 @@ class _Parser:
             raise r.error(f"key {key!r} is an array of unknown type {etype}", start)
         count = r.u64(f"array length of {key!r}")
         if count * _MIN_SIZE[etype] > r.remaining():
-            raise r.error(
-                f"key {key!r} claims {count} array elements, more than the "
-                f"{r.remaining()} bytes that can follow",
-                start,
-            )
+            raise r.overrun(f"key {key!r} claims {count} array elements", start)
         first = r.tell()
         keep = count <= INLINE_ARRAY_LIMIT
         items: tuple[object, ...]
@@ -619,7 +627,7 @@ class _Parser:
         if version not in SUPPORTED_VERSIONS:
             if version == 1:
                 problem = "GGUF version 1 is no longer supported; re-convert the model"
-            elif version & 0xFFFF == 0:
+            elif version and version & 0xFFFF == 0:
                 problem = "big-endian GGUF files are not supported"
             else:
                 problem = f"unsupported GGUF version {version}"
@@ -631,11 +639,7 @@ class _Parser:
         if n_kv > MAX_KV_COUNT:
             raise r.error(f"absurd metadata count {n_kv} (limit {MAX_KV_COUNT})", 16)
         if n_kv * _MIN_KV_BYTES + n_tensors * _MIN_TENSOR_BYTES > r.remaining():
-            raise r.error(
-                f"{n_kv} metadata entries and {n_tensors} tensors cannot fit in the "
-                f"{r.remaining()} bytes that follow",
-                8,
-            )
+            raise r.overrun(f"{n_kv} metadata entries and {n_tensors} tensors are claimed", 8)
 
         metadata: dict[str, object] = {}
         alignment = DEFAULT_ALIGNMENT

@@ -104,6 +104,8 @@ class TensorSpec:
         n = 1
         for d in self.shape:
             n *= d
+        if n >= 2**63:
+            return 0  # a deliberately impossible shape: no data to write
         return n // t.block_size * t.type_size
 
 
@@ -132,6 +134,8 @@ def _infer(value: object) -> Val:
             elem = FLOAT32
         elif isinstance(first, int):
             elem = INT32
+        elif isinstance(first, list | tuple):
+            elem = ARRAY
         else:
             raise TypeError(f"cannot infer a GGUF array type for {first!r}")
         return Val(ARRAY, value, elem)
@@ -263,15 +267,14 @@ def write_raw(
 
 
 def _byte_chars() -> list[str]:
-    """The printable stand-ins byte-level BPE uses for the 256 byte values (GPT-2 scheme)."""
+    """The printable stand-ins byte-level BPE uses for the 256 byte values (GPT-2 scheme).
+
+    In the order real vocabularies list them: printable bytes first (token 0 is "!"), then the
+    rest, which map to U+0100 upwards.
+    """
     keep = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)]
-    mapping = {b: chr(b) for b in keep}
-    extra = 0
-    for b in range(256):
-        if b not in mapping:
-            mapping[b] = chr(256 + extra)
-            extra += 1
-    return [mapping[b] for b in range(256)]
+    rest = [b for b in range(256) if b not in set(keep)]
+    return [chr(b) for b in keep] + [chr(256 + i) for i in range(len(rest))]
 
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -999,9 +1002,12 @@ def choose_type(name: str, shape: Sequence[int], quant: str, n_layers: int, tied
         layer = _layer_of(name)
         if "attn_qkv" in name:
             wanted = "Q5_K" if quant == "Q4_K_M" else "Q6_K"
-        elif layer is not None and ("attn_v." in name or "ffn_down" in name):
-            if _more_bits(layer, n_layers):
-                wanted = "Q6_K"
+        elif (
+            layer is not None
+            and ("attn_v." in name or "ffn_down" in name)
+            and _more_bits(layer, n_layers)
+        ):
+            wanted = "Q6_K"
     t = type_by_name(wanted)
     if shape[0] % t.block_size:
         t = type_by_name(_FALLBACK.get(wanted, "F16"))
