@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from pathlib import Path
@@ -484,3 +485,23 @@ def test_bytes_source_roundtrip() -> None:
     assert header.source == "mem" and header.get("n") == 3
     assert header.file_size == len(data)
     assert header.tensor("t").nbytes == 256  # type: ignore[union-attr]
+
+
+# Parameter counts of the real checkpoints and sizes of their public Q4_K_M GGUFs (GB).
+REAL_MODELS = {
+    "llama-3.1-8b": (8.03e9, 4.92e9),
+    "llama-3.1-70b": (70.55e9, 42.5e9),
+    "qwen2.5-7b": (7.62e9, 4.68e9),
+    "gemma-2-9b": (9.24e9, 5.76e9),
+    "qwen3-30b-a3b": (30.53e9, 18.6e9),
+    "deepseek-v2-lite": (15.71e9, 10.4e9),
+    "phi-3-mini": (3.82e9, 2.39e9),
+}
+
+
+@pytest.mark.parametrize("preset", FULL_PRESETS)
+def test_presets_are_the_size_of_the_real_models(preset: str) -> None:
+    params, file_bytes = REAL_MODELS[preset]
+    tensors = model_tensors(_preset(preset), "Q4_K_M")
+    assert sum(math.prod(t.shape) for t in tensors) == pytest.approx(params, rel=0.01)
+    assert sum(t.nbytes for t in tensors) == pytest.approx(file_bytes, rel=0.03)
