@@ -785,8 +785,10 @@ def read_gguf(path: str | os.PathLike[str]) -> GGUFHeader:
     """Read the header of a local GGUF; a split model is read as one model.
 
     For a split model the metadata is the first part's (it carries all of it), the tensor tables
-    are concatenated (``TensorInfo.part`` says which file holds each), ``file_size`` and
-    ``header_bytes`` are summed over the parts, and ``parts`` lists the files.
+    are concatenated (``TensorInfo.part`` says which file holds each, and its ``offset`` is within
+    that file's data section), ``version``, ``alignment`` and ``data_offset`` are the first
+    part's, ``file_size`` and ``header_bytes`` are summed over the parts, and ``parts`` lists the
+    files.
     """
     paths = split_parts(path)
     if len(paths) == 1:
