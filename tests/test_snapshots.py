@@ -11,7 +11,10 @@ from tests.support.fixed_snapshot import FixedSampler, gpu_box, no_gpu_box
 
 
 def fixed_app(tmp_path, snapshot, theme="rigdeck-dark") -> RigdeckApp:
-    settings = load_settings(tmp_path / "none.toml", env={}, overrides={"ui.theme": theme})
+    # One reading only: a long refresh keeps the history graphs the same on every run.
+    settings = load_settings(
+        tmp_path / "none.toml", env={}, overrides={"ui.theme": theme, "telemetry.refresh_s": 60.0}
+    )
     settings = settings.__class__(**{**settings.__dict__, "warnings": ()})
     return RigdeckApp(
         settings,
