@@ -62,6 +62,10 @@ class ReportRequest:
     offload_kqv: bool = True
     n_threads: int = 0
     """0: llama.cpp's default."""
+    prompt_tokens: int = 0
+    """With a real load: time a prompt of this many tokens (prompt tokens/s)."""
+    decode_tokens: int = 0
+    """With a real load: time this many single-token decode steps (decode tokens/s)."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,14 @@ class LlamaReport:
     seconds: float
     log_tail: str = ""
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    prompt_tps: float | None = None
+    decode_tps: float | None = None
+    rss_bytes: int | None = None
+    """Resident memory of the child after the context was created (real loads)."""
+    rss_peak_bytes: int | None = None
+    gpu_used_delta_bytes: tuple[int, ...] = ()
+    """Per GPU, memory in use after the load minus before it (NVML), when NVML is available:
+    llama.cpp's buffers plus the CUDA context and library overhead."""
 
     def by_device(self) -> dict[str, DeviceFigures]:
         """Bytes per device ('CPU' = host RAM), weights / KV / compute / output."""
@@ -173,6 +185,11 @@ def _report_from_doc(request: ReportRequest, doc: Mapping[str, object]) -> Llama
         seconds=float(doc["seconds"]),  # type: ignore[arg-type]
         log_tail=str(doc.get("log_tail", "")),
         warnings=tuple(doc.get("warnings", ())),  # type: ignore[arg-type]
+        prompt_tps=doc.get("prompt_tps"),  # type: ignore[arg-type]
+        decode_tps=doc.get("decode_tps"),  # type: ignore[arg-type]
+        rss_bytes=doc.get("rss_bytes"),  # type: ignore[arg-type]
+        rss_peak_bytes=doc.get("rss_peak_bytes"),  # type: ignore[arg-type]
+        gpu_used_delta_bytes=tuple(doc.get("gpu_used_delta_bytes", ())),  # type: ignore[arg-type]
     )
 
 
@@ -232,6 +249,7 @@ class _Override(ctypes.Structure):
 
 def _child(req: ReportRequest) -> dict[str, object]:
     t0 = time.monotonic()
+    gpu_before = _nvml_used()
     libs = _Libs()
     C = libs.C
     logs: list[str] = []
@@ -307,6 +325,15 @@ def _child(req: ReportRequest) -> dict[str, object]:
 
     out_type, out_bytes = next(iter(logged.get("output", {}).items()), ("CPU", 0))
     devices, free, total = _devices(libs)
+    extra: dict[str, object] = {}
+    if not req.no_alloc:
+        gpu_after = _nvml_used()
+        if gpu_before and len(gpu_after) == len(gpu_before):
+            extra["gpu_used_delta_bytes"] = [a - b for a, b in zip(gpu_after, gpu_before,
+                                                                      strict=True)]
+        extra.update(_proc_memory())
+        if req.prompt_tokens or req.decode_tokens:
+            extra.update(_time_tokens(C, ctx, model, req))
     fa = None
     m = re.search(r"Flash Attention (enabled|not supported, set to disabled)", text)
     if m:
@@ -330,7 +357,67 @@ def _child(req: ReportRequest) -> dict[str, object]:
         "seconds": time.monotonic() - t0,
         "log_tail": "".join(logs[-40:]),
         "warnings": warnings,
+        **extra,
     }
+
+
+def _time_tokens(C: object, ctx: object, model: object, req: ReportRequest) -> dict[str, float]:
+    """Prompt and decode throughput on arbitrary token ids: speed does not depend on values."""
+    vocab = C.llama_model_get_vocab(model)  # type: ignore[attr-defined]
+    n_vocab = max(int(C.llama_vocab_n_tokens(vocab)), 16)  # type: ignore[attr-defined]
+    out: dict[str, float] = {}
+
+    def decode(ids: list[int]) -> None:
+        arr = (ctypes.c_int32 * len(ids))(*ids)
+        batch = C.llama_batch_get_one(arr, len(ids))  # type: ignore[attr-defined]
+        if C.llama_decode(ctx, batch) != 0:  # type: ignore[attr-defined]
+            raise RunError("llama_decode failed")
+        C.llama_synchronize(ctx)  # type: ignore[attr-defined]
+
+    decode([1])  # warm-up: first-use allocations and kernel loads
+    n_prompt = min(req.prompt_tokens, req.n_ctx - req.decode_tokens - 2)
+    if n_prompt > 0:
+        ids = [(7 * i + 11) % n_vocab for i in range(n_prompt)]
+        t = time.perf_counter()
+        for start in range(0, n_prompt, req.n_batch):
+            decode(ids[start:start + req.n_batch])
+        out["prompt_tps"] = n_prompt / (time.perf_counter() - t)
+    if req.decode_tokens > 0:
+        t = time.perf_counter()
+        for i in range(req.decode_tokens):
+            decode([(13 * i + 5) % n_vocab])
+        out["decode_tps"] = req.decode_tokens / (time.perf_counter() - t)
+    return out
+
+
+def _proc_memory() -> dict[str, int]:
+    """VmRSS / VmHWM of this process from /proc (Linux); nothing elsewhere."""
+    out: dict[str, int] = {}
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    key = "rss_bytes" if line.startswith("VmRSS") else "rss_peak_bytes"
+                    out[key] = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return out
+
+
+def _nvml_used() -> list[int]:
+    try:
+        import pynvml
+    except ImportError:
+        return []
+    try:
+        pynvml.nvmlInit()
+        used = []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            info = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(i))
+            used.append(int(info.used))
+        return used
+    except pynvml.NVMLError:
+        return []
 
 
 def _last_error(logs: Sequence[str]) -> str:

@@ -10,20 +10,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from rigdeck.core.errors import FitError
-
-# llama.cpp's llama_ftype numbering (general.file_type) -> the label users know.
-_FILE_TYPES: dict[int, str] = {
-    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
-    11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S",
-    17: "Q5_K_M", 18: "Q6_K", 19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S", 22: "IQ3_XS",
-    23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL", 26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S", 29: "IQ2_M",
-    30: "IQ4_XS", 31: "IQ1_M", 32: "BF16", 36: "TQ1_0", 37: "TQ2_0", 38: "MXFP4_MOE",
-    39: "NVFP4", 40: "Q1_0", 41: "Q2_0",
-}
+from rigdeck.core.models.quant_names import quant_from_file_type
 
 # Architectures whose SWA layers llama.cpp derives from a pattern when the file has none:
 # arch -> (default window, default period, dense layer first in each period).
@@ -86,6 +77,8 @@ class LayerWeights:
     """The same for the routed experts."""
     largest_matrix_bytes: int
     """The biggest single weight: what a GPU must stage when it runs this block's matmul."""
+    second_matrix_bytes: int
+    """The next biggest: prompts on a GPU can stage two of a CPU block's weights at once."""
 
     @property
     def total_bytes(self) -> int:
@@ -140,6 +133,8 @@ class ModelInfo:
     """MTP/NextN blocks in the file that llama.cpp skips unless asked to load them."""
     skipped_bytes: int
     tensor_bytes: int
+    n_params: int
+    """Weights (elements) in the file: FLOPs per token are about twice the active ones."""
 
     # ----- derived figures -----
 
@@ -258,6 +253,7 @@ class ModelInfo:
             n_layer_skipped=n_nextn,
             skipped_bytes=skipped,
             tensor_bytes=tensor_bytes,
+            n_params=sum(_elements(t) for t in tensors),
         )
 
 
@@ -354,6 +350,13 @@ def _cuda_pad(t: _TensorLike) -> int:
     return (_CUDA_ROW_PADDING - rem) * _row_bytes_total(t) // ne0
 
 
+def _elements(t: _TensorLike) -> int:
+    n = 1
+    for d in t.shape:
+        n *= int(d)
+    return n
+
+
 def _row_bytes_total(t: _TensorLike) -> int:
     n_rows = 1
     for d in list(t.shape)[1:]:
@@ -369,6 +372,7 @@ def _layer_weights(tensors: Sequence[_TensorLike],
     pad = [0] * n_layer
     exp_pad = [0] * n_layer
     largest = [0] * n_layer
+    second = [0] * n_layer
     for t in tensors:
         m = _BLOCK_RE.match(t.name)
         if not m:
@@ -385,8 +389,11 @@ def _layer_weights(tensors: Sequence[_TensorLike],
         else:
             ffn[il] += t.nbytes
             pad[il] += _cuda_pad(t)
-        largest[il] = max(largest[il], t.nbytes)
-    layers = [LayerWeights(attn[i], ffn[i], exp[i], pad[i], exp_pad[i], largest[i])
+        if t.nbytes > largest[il]:
+            largest[il], second[il] = t.nbytes, largest[il]
+        elif t.nbytes > second[il]:
+            second[il] = t.nbytes
+    layers = [LayerWeights(attn[i], ffn[i], exp[i], pad[i], exp_pad[i], largest[i], second[i])
               for i in range(n_layer)]
     # Tensors outside blk.* that llama.cpp loads as part of the first block (rope_freqs,
     # token_embd_norm): a few KiB, booked to layer 0.
@@ -400,9 +407,7 @@ def _add_extra(layers: list[LayerWeights], extra: int) -> list[LayerWeights]:
     if not layers or not extra:
         return layers
     first = layers[0]
-    layers[0] = LayerWeights(first.attention_bytes, first.ffn_bytes + extra, first.expert_bytes,
-                             first.cuda_pad_bytes, first.expert_cuda_pad_bytes,
-                             first.largest_matrix_bytes)
+    layers[0] = replace(first, ffn_bytes=first.ffn_bytes + extra)
     return layers
 
 
@@ -436,13 +441,9 @@ def _vocab_from_tensors(tensors: Sequence[_TensorLike]) -> int:
 
 def _quant_label(meta: _Meta, tensors: Sequence[_TensorLike]) -> str:
     ftype = meta.raw("general.file_type")
-    if ftype is not None:
-        try:
-            label = _FILE_TYPES.get(int(ftype))  # type: ignore[call-overload]
-        except (TypeError, ValueError):
-            label = None
-        if label:
-            return label
+    label = quant_from_file_type(ftype) if isinstance(ftype, int) else None
+    if label:
+        return label
     # No (or unknown) file type: name it after the type holding most of the weight bytes.
     by_type: dict[str, int] = {}
     for t in tensors:

@@ -1,0 +1,258 @@
+"""Tokens per second from the bytes each device must read, and how fast it reads them.
+
+Decoding one token reads every active weight once (plus the KV cache), so its time is close to
+bytes / bandwidth on each device, plus a small fixed cost per layer (kernel launches on a GPU,
+thread barriers on a CPU). Prompt processing is compute-bound: FLOPs / throughput, plus, with
+partial offload, the CPU-resident weights crossing PCIe once per micro-batch.
+
+The constants below were fitted against llama.cpp on an H100 (CUDA) and on a small x86 VM (CPU);
+`bench/fit.py` prints prediction against measurement so they can be re-checked on any machine.
+The CPU's own figures come from `measure_cpu` (numpy, a second or two) and are cached.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+# Fraction of the theoretical GPU memory bandwidth llama.cpp's decode kernels reach.
+GPU_BW_EFFICIENCY = 0.68
+# Fixed GPU cost per transformer block per decoded token (launches, small kernels).
+GPU_LAYER_OVERHEAD_S = 55e-6
+# Fraction of the dense fp16 tensor throughput llama.cpp's quantized matmuls reach in prompts.
+GPU_PROMPT_EFFICIENCY = 0.16
+# llama.cpp's CPU dot products stream weights at about this share of a numpy read of the same
+# memory with the same number of threads.
+CPU_BW_EFFICIENCY = 0.8
+# CPU cost per block per decoded token: graph walk plus, with threads, one barrier per op.
+CPU_LAYER_OVERHEAD_S = 35e-6
+CPU_THREAD_SYNC_S = 100e-6
+# llama.cpp's int8 prompt kernels run at about twice a numpy float32 matmul.
+CPU_PROMPT_FLOPS_PER_SGEMM = 2.0
+# Experts picked per token are scattered in memory: a CPU reads them less efficiently.
+CPU_MOE_EFFICIENCY = 0.75
+# Host-to-GPU copies of CPU-resident weights during prompts (pinned memory, PCIe 4/5 x16).
+PCIE_BYTES_PER_S = 25e9
+# One hand-off between devices per token costs a synchronisation.
+SPLIT_SYNC_S = 30e-6
+
+# Dense fp16 tensor FLOP/s and memory bandwidth of common GPUs, for when NVML cannot say.
+# Matched by substring of the lower-cased device name, most specific first.
+GPU_SPECS: tuple[tuple[str, float, float], ...] = (
+    ("h200", 4.8e12, 989e12),
+    ("h100 pcie", 2.0e12, 756e12),
+    ("h100", 3.35e12, 989e12),
+    ("gh200", 4.0e12, 989e12),
+    ("b200", 8.0e12, 2250e12),
+    ("a100-sxm4-80", 2.04e12, 312e12),
+    ("a100 80gb pcie", 1.94e12, 312e12),
+    ("a100", 1.56e12, 312e12),
+    ("a800", 2.04e12, 312e12),
+    ("l40s", 864e9, 362e12),
+    ("l40", 864e9, 181e12),
+    ("l4", 300e9, 121e12),
+    ("a10g", 600e9, 70e12),
+    ("a10", 600e9, 125e12),
+    ("a6000", 768e9, 155e12),
+    ("rtx 6000 ada", 960e9, 364e12),
+    ("a5000", 768e9, 111e12),
+    ("a4000", 448e9, 77e12),
+    ("v100", 900e9, 125e12),
+    ("t4", 320e9, 65e12),
+    ("5090", 1.79e12, 419e12),
+    ("5080", 960e9, 225e12),
+    ("5070 ti", 896e9, 176e12),
+    ("5070", 672e9, 124e12),
+    ("5060 ti", 448e9, 95e12),
+    ("4090", 1.008e12, 165e12),
+    ("4080", 717e9, 97e12),
+    ("4070 ti super", 672e9, 88e12),
+    ("4070 ti", 504e9, 80e12),
+    ("4070 super", 504e9, 71e12),
+    ("4070", 504e9, 58e12),
+    ("4060 ti", 288e9, 44e12),
+    ("4060", 272e9, 30e12),
+    ("3090 ti", 1.008e12, 80e12),
+    ("3090", 936e9, 71e12),
+    ("3080 ti", 912e9, 68e12),
+    ("3080", 760e9, 59e12),
+    ("3070", 448e9, 40e12),
+    ("3060 ti", 448e9, 32e12),
+    ("3060", 360e9, 25e12),
+    ("2080 ti", 616e9, 54e12),
+    ("mi300x", 5.3e12, 1307e12),
+    ("mi250", 3.2e12, 362e12),
+    ("7900 xtx", 960e9, 123e12),
+)
+# Without a name match: assume a mid-range card rather than refuse to predict.
+DEFAULT_GPU_BW = 500e9
+DEFAULT_GPU_FLOPS = 60e12
+DEFAULT_CPU_BW = 20e9
+DEFAULT_CPU_SGEMM = 50e9
+
+
+def gpu_spec(name: str) -> tuple[float | None, float | None]:
+    """(bandwidth bytes/s, dense fp16 FLOP/s) for a GPU name, or (None, None)."""
+    low = name.lower()
+    for key, bw, flops in GPU_SPECS:
+        if key in low:
+            return bw, flops
+    return None, None
+
+
+def gpu_bandwidth_from_clock(mem_clock_max_mhz: float, bus_width_bits: int) -> float:
+    """Theoretical bandwidth from NVML's max memory clock and bus width (two transfers a clock)."""
+    return mem_clock_max_mhz * 1e6 * 2 * bus_width_bits / 8
+
+
+# --------------------------------------------------------------------------------------------
+# CPU calibration (I/O lives here, not in the fit)
+
+
+@dataclass(frozen=True)
+class CpuCalibration:
+    """What a quick numpy run measured on this machine."""
+
+    bandwidth_1t: float
+    """Bytes/s one thread reads (and sums) from a buffer far larger than the caches."""
+    bandwidth_all: float
+    """The same with `threads` threads."""
+    threads: int
+    sgemm_flops: float
+    measured_at: float
+    """Unix time of the measurement."""
+
+    def bandwidth(self, threads: int) -> float:
+        """Read bandwidth for a thread count: linear in threads until memory saturates."""
+        if threads >= self.threads:
+            return self.bandwidth_all
+        return min(self.bandwidth_1t * max(threads, 1), self.bandwidth_all)
+
+    def prompt_flops(self) -> float:
+        """FLOP/s llama.cpp's CPU prompt kernels reach, from the numpy matmul figure."""
+        return self.sgemm_flops * CPU_PROMPT_FLOPS_PER_SGEMM
+
+
+def measure_cpu(threads: int | None = None, *, nbytes: int = 256 << 20,
+                repeats: int = 4) -> CpuCalibration:
+    """Measure read bandwidth (1 and N threads) and float32 matmul throughput with numpy.
+
+    Takes one to three seconds and about `nbytes` of memory. numpy releases the GIL inside
+    reductions, so Python threads give real parallel reads.
+    """
+    import numpy as np
+
+    threads = max(1, threads or os.cpu_count() or 1)
+    data = np.ones(nbytes // 8, dtype=np.float64)
+
+    def read_rate(n: int) -> float:
+        chunks = np.array_split(data, n)
+        best = 0.0
+        for _ in range(repeats):
+            workers = [threading.Thread(target=np.sum, args=(c,)) for c in chunks]
+            start = time.perf_counter()
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+            best = max(best, data.nbytes / (time.perf_counter() - start))
+        return best
+
+    one = read_rate(1)
+    all_ = max(read_rate(threads), one) if threads > 1 else one
+    a = np.ones((1024, 1024), dtype=np.float32)
+    a @ a
+    flops = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ a
+        flops = max(flops, 2 * 1024**3 / (time.perf_counter() - start))
+    return CpuCalibration(one, all_, threads, flops, time.time())
+
+
+def default_cache_path() -> Path:
+    from platformdirs import user_cache_path
+
+    return user_cache_path("rigdeck") / "cpu_calibration.json"
+
+
+def load_or_measure_cpu(cache_path: Path | None = None, *, max_age_s: float = 30 * 86400,
+                        threads: int | None = None) -> CpuCalibration:
+    """The cached calibration if fresh and for the same thread count, else a new measurement."""
+    path = cache_path or default_cache_path()
+    want = max(1, threads or os.cpu_count() or 1)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        cal = CpuCalibration(**doc)
+        if cal.threads == want and time.time() - cal.measured_at < max_age_s:
+            return cal
+    except (OSError, ValueError, TypeError):
+        pass
+    cal = measure_cpu(want)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(cal)), encoding="utf-8")
+        tmp.replace(path)
+    except OSError:
+        pass  # a read-only cache only costs a re-measurement next time
+    return cal
+
+
+# --------------------------------------------------------------------------------------------
+# The throughput model (pure)
+
+
+@dataclass(frozen=True)
+class DeviceWork:
+    """What one device does per token, and how fast it can do it."""
+
+    kind: str
+    """'gpu' or 'cpu'."""
+    decode_bytes: float
+    """Bytes read per generated token (weights that token uses, KV cache read)."""
+    prompt_flops: float
+    """FLOPs per prompt token for the layers on this device."""
+    layers: int
+    bandwidth: float
+    """Usable read bandwidth in bytes/s (already the CPU's for its thread count)."""
+    flops: float
+    """Usable FLOP/s for prompt processing."""
+    threads: int = 1
+
+
+def decode_seconds(work: DeviceWork) -> float:
+    if work.decode_bytes <= 0 and work.layers == 0:
+        return 0.0
+    if work.kind == "gpu":
+        return (work.decode_bytes / (work.bandwidth * GPU_BW_EFFICIENCY)
+                + work.layers * GPU_LAYER_OVERHEAD_S)
+    per_layer = CPU_LAYER_OVERHEAD_S + CPU_THREAD_SYNC_S * math.log2(max(work.threads, 1))
+    return work.decode_bytes / (work.bandwidth * CPU_BW_EFFICIENCY) + work.layers * per_layer
+
+
+def decode_tps(works: Sequence[DeviceWork]) -> float:
+    """Devices run one after another for each token (layer split), so their times add."""
+    active = [w for w in works if w.decode_bytes > 0 or w.layers > 0]
+    seconds = sum(decode_seconds(w) for w in active) + SPLIT_SYNC_S * max(len(active) - 1, 0)
+    return 1.0 / seconds if seconds > 0 else 0.0
+
+
+def prompt_tps(works: Sequence[DeviceWork], *, pcie_bytes_per_token: float = 0.0) -> float:
+    """Prompt tokens/s: compute on each device plus CPU weights copied to a GPU per batch."""
+    seconds = sum(w.prompt_flops / w.flops for w in works if w.prompt_flops > 0 and w.flops > 0)
+    seconds += pcie_bytes_per_token / PCIE_BYTES_PER_S
+    return 1.0 / seconds if seconds > 0 else 0.0
+
+
+def cpu_prompt_flops(threads: int, sgemm_flops: float | None) -> float:
+    """Prompt FLOP/s of a CPU: calibrated when known, else a per-thread AVX2 guess."""
+    if sgemm_flops:
+        return sgemm_flops * CPU_PROMPT_FLOPS_PER_SGEMM
+    return DEFAULT_CPU_SGEMM / 2 * max(threads, 1) * CPU_PROMPT_FLOPS_PER_SGEMM
