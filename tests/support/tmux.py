@@ -1,8 +1,8 @@
 """Drive a real terminal program through tmux: start it detached at a fixed size, send keys, read
 the screen back as text, and wait on what the screen shows.
 
-Each `TmuxPane` gets its own tmux server (its own socket and a generated config file), so a test
-neither sees nor disturbs a user's tmux, and a broken run is cleaned up with one kill-server.
+Each `TmuxPane` gets its own tmux server (its own socket and a generated config file, both in a
+temp dir), so a test neither sees nor disturbs a user's tmux, and close() leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -76,8 +75,10 @@ class TmuxPane:
         self.size = size
         self.env = dict(env)
         self.cwd = cwd
-        self.socket = f"e2e-{uuid.uuid4().hex[:12]}"
-        self._conf_dir = Path(tempfile.mkdtemp(prefix="tmuxconf-"))
+        # The socket lives in our own short temp dir (a unix socket path must stay under ~100
+        # bytes), so nothing is left in the shared tmux socket dir after close().
+        self._conf_dir = Path(tempfile.mkdtemp(prefix="tmux-e2e-"))
+        self.socket = str(self._conf_dir / "sock")
         self._conf = self._conf_dir / "tmux.conf"
         self._conf.write_text(TMUX_CONF, encoding="utf-8")
         self._status = self._conf_dir / "exit-status"
@@ -86,7 +87,7 @@ class TmuxPane:
     # -- plumbing ----------------------------------------------------------------------------
     def tmux(self, *args: str, check: bool = True) -> str:
         result = subprocess.run(
-            ["tmux", "-L", self.socket, "-f", str(self._conf), *args],
+            ["tmux", "-S", self.socket, "-f", str(self._conf), *args],
             env=self.env,
             capture_output=True,
             text=True,
