@@ -4,6 +4,7 @@ that feed panes from core. Panes draw; the app dispatches."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable
 from functools import partial
 
@@ -18,7 +19,6 @@ from textual.widgets import Footer, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from rigdeck.core.config import Settings, config_dir, load_settings
-from rigdeck.core.doctor import run_checks
 from rigdeck.core.errors import RigdeckError
 from rigdeck.core.state import AppState
 from rigdeck.core.telemetry.history import History
@@ -27,7 +27,7 @@ from rigdeck.core.telemetry.sampler import TelemetrySampler, default_watched_pat
 from rigdeck.core.telemetry.snapshot import Snapshot
 from rigdeck.core.themes import ThemeSpec, builtin_themes, default_theme_name, user_themes
 from rigdeck.core.units import format_duration
-from rigdeck.tui.panes.telemetry import HOST_PROCESS_ROWS, TelemetryPane
+from rigdeck.tui.panes.telemetry import HOST_PROCESS_ROWS, PROCESS_REFRESH_S, TelemetryPane
 from rigdeck.tui.screens import ConfirmScreen, DoctorScreen, HelpScreen
 
 PANES: tuple[tuple[str, str, str], ...] = (
@@ -98,6 +98,7 @@ class RigdeckApp(App[None]):
         interval = self.settings.telemetry.refresh_s
         self.history = History(int(self.settings.telemetry.history_minutes * 60 / interval))
         self.latest: Snapshot | None = None
+        self._last_process_scan = -PROCESS_REFRESH_S
         self.running_label = "nothing"
         # Snapshot tests freeze the status bar: no uptime or clock that changes between runs.
         self._clock_free = clock_free
@@ -155,7 +156,12 @@ class RigdeckApp(App[None]):
         if self._sampler is None:
             self._sampler = self._sampler_factory()  # NVML init happens here, off the loop
         pane_visible = self._active_pane() == "telemetry"
-        snapshot = self._sampler.sample(host_processes=HOST_PROCESS_ROWS if pane_visible else 0)
+        # The host process scan is the costliest read; do it only as often as the table redraws.
+        now = time.monotonic()
+        scan = pane_visible and now - self._last_process_scan >= PROCESS_REFRESH_S
+        if scan:
+            self._last_process_scan = now
+        snapshot = self._sampler.sample(host_processes=HOST_PROCESS_ROWS if scan else 0)
         self.post_message(SnapshotReady(snapshot))
 
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
@@ -191,7 +197,8 @@ class RigdeckApp(App[None]):
                 ("rigdeck", "bold"),
                 f"  {host}{uptime}  {gpus}  running: {self.running_label}",
                 ("  ⏸ paused" if pane.paused else "", "$warning"),
-            )
+            ),
+            layout=False,
         )
 
     def _active_pane(self) -> str:
@@ -245,6 +252,8 @@ class RigdeckApp(App[None]):
 
     @work(thread=True, exclusive=True, group="doctor", exit_on_error=False)
     def _run_doctor(self, screen: DoctorScreen) -> None:
+        from rigdeck.core.doctor import run_checks  # only when asked: keeps start-up short
+
         nvml = self._sampler.nvml if self._sampler is not None else None
         checks = run_checks(self.settings, nvml=nvml)
         self.call_from_thread(screen.show_checks, checks)

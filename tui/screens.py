@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -11,7 +12,8 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
-from rigdeck.core.doctor import Check
+if TYPE_CHECKING:
+    from rigdeck.core.doctor import Check
 
 
 class HelpScreen(ModalScreen[None]):
@@ -28,7 +30,10 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="help-dialog", classes="dialog"):
             yield Static(
-                "[b]Keys[/b] — remap any of them in rigdeck.toml: [ui] keymap = { id = \"key\" }",
+                Content.assemble(
+                    ("Keys", "bold"),
+                    ' — remap any of them in rigdeck.toml: [ui] keymap = { id = "key" }',
+                ),
                 id="help-title",
             )
             table: DataTable[str] = DataTable(id="help-table", cursor_type="row")

@@ -28,6 +28,9 @@ SORT_KEYS: tuple[tuple[str, str], ...] = (
 )
 _CORE_BLOCKS = " ▁▂▃▄▅▆▇█"
 HOST_PROCESS_ROWS = 30
+# Rebuilding the process table is the most expensive draw per tick; a process list that moves
+# every few seconds is what nvtop and btop users read anyway.
+PROCESS_REFRESH_S = 3.0
 
 
 def _gb(n: int | None) -> str:
@@ -148,6 +151,7 @@ class TelemetryPane(Vertical):
         self._history: History | None = None
         self._gpu_count = -1
         self._rows: list[GpuProcess] = []
+        self._rows_drawn_at: float | None = None
 
     def compose(self) -> ComposeResult:
         yield Static("Reading the machine…", id="diagnosis")
@@ -192,7 +196,11 @@ class TelemetryPane(Vertical):
         self._show_host(snap, history)
         self._show_gpus(snap, history)
         self._show_io(snap)
-        self._show_processes(snap)
+        due = self._rows_drawn_at is None or snap.monotonic - self._rows_drawn_at >= (
+            PROCESS_REFRESH_S
+        )
+        if due or not self._rows:
+            self._show_processes(snap)
 
     def _show_host(self, snap: Snapshot, history: History) -> None:
         cpu = snap.cpu
@@ -200,7 +208,7 @@ class TelemetryPane(Vertical):
         load = f" load {cpu.load_avg[0]:.1f}" if cpu.load_avg else ""
         self.query_one("#cpu-meter", Meter).set(cpu.percent / 100, f"{cpu.percent:3.0f}%{freq}")
         self.query_one("#cpu-cores", Static).update(
-            Content(f"{cpu.logical_cores} cores {core_strip(cpu.per_core)}{load}")
+            Content(f"{cpu.logical_cores} cores {core_strip(cpu.per_core)}{load}"), layout=False
         )
         self.query_one("#cpu-hist", Sparkline).data = history.series("cpu")
         mem = snap.memory
@@ -241,7 +249,8 @@ class TelemetryPane(Vertical):
             Content(
                 f"disk {disks}  r {format_rate(io.read_bps)} w {format_rate(io.write_bps)}  │  "
                 f"net ↓{format_rate(net.rx_bps)} ↑{format_rate(net.tx_bps)}"
-            )
+            ),
+            layout=False,
         )
 
     def _show_processes(self, snap: Snapshot) -> None:
@@ -253,6 +262,7 @@ class TelemetryPane(Vertical):
             rows.sort(key=lambda p: -(p.cpu_percent or 0.0))
         else:
             rows.sort(key=lambda p: p.pid)
+        self._rows_drawn_at = snap.monotonic
         table = self.query_one("#processes", DataTable)
         selected = self._rows[table.cursor_row].pid if 0 <= table.cursor_row < len(
             self._rows
