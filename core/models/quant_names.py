@@ -8,47 +8,7 @@ from __future__ import annotations
 
 import re
 
-# llama.cpp's `enum llama_ftype` (the GGUF key general.file_type). Gaps are retired types.
-FILE_TYPE_LABELS: dict[int, str] = {
-    0: "F32",
-    1: "F16",
-    2: "Q4_0",
-    3: "Q4_1",
-    7: "Q8_0",
-    8: "Q5_0",
-    9: "Q5_1",
-    10: "Q2_K",
-    11: "Q3_K_S",
-    12: "Q3_K_M",
-    13: "Q3_K_L",
-    14: "Q4_K_S",
-    15: "Q4_K_M",
-    16: "Q5_K_S",
-    17: "Q5_K_M",
-    18: "Q6_K",
-    19: "IQ2_XXS",
-    20: "IQ2_XS",
-    21: "Q2_K_S",
-    22: "IQ3_XS",
-    23: "IQ3_XXS",
-    24: "IQ1_S",
-    25: "IQ4_NL",
-    26: "IQ3_S",
-    27: "IQ3_M",
-    28: "IQ2_S",
-    29: "IQ2_M",
-    30: "IQ4_XS",
-    31: "IQ1_M",
-    32: "BF16",
-    33: "Q4_0_4_4",
-    34: "Q4_0_4_8",
-    35: "Q4_0_8_8",
-    36: "TQ1_0",
-    37: "TQ2_0",
-    38: "MXFP4_MOE",
-    39: "NVFP4",
-    40: "Q1_0",
-}
+from rigdeck.core.models.ggml_types import file_type_name
 
 # Longest spellings first inside each alternation so "Q4_K_M" wins over "Q4_K" and "IQ2_XXS" over
 # "IQ2_XS". The label must stand alone between separators: "Qwen2.5" or "Q4" inside a word is not
@@ -92,7 +52,7 @@ def quant_from_file_type(file_type: int | None) -> str | None:
     if file_type is None:
         return None
     # Bit 10 (1024) marks a file whose type was guessed by llama.cpp's quantizer.
-    return FILE_TYPE_LABELS.get(int(file_type) & ~1024)
+    return file_type_name(int(file_type) & ~1024)
 
 
 # llama.cpp's gguf-split naming: "<stem>-00001-of-00003.gguf". Part numbers are 1-based.
