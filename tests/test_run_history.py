@@ -5,6 +5,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from rigdeck.core.errors import RigdeckError
 from rigdeck.core.machine import fingerprint
 from rigdeck.core.models.run_history import SCHEMA_VERSION, RunHistory, RunRecord
