@@ -443,7 +443,13 @@ def _layout(model: ModelInfo, budget: HardwareBudget, run: _Run, n_gpu_layers: i
             acc.decode_bytes += active_experts / speed.CPU_MOE_EFFICIENCY
         else:
             acc.decode_bytes += active_experts
-        acc.flops += 2 * (dense + active_experts) / bytes_per_param
+        # Prompt FLOPs, inflated where kernels run far below the dense rate.
+        prompt_cost = 2 * (dense + active_experts) / bytes_per_param
+        if layer.expert_bytes:
+            prompt_cost /= speed.MOE_PROMPT_EFFICIENCY
+        if model.is_mla:
+            prompt_cost /= speed.MLA_PROMPT_EFFICIENCY
+        acc.flops += prompt_cost
 
     # token_embd always stays on the CPU: offloading the input layer gains nothing.
     cpu.weights += model.token_embd_bytes + model.input_extra_bytes
@@ -595,18 +601,22 @@ def _speeds(model: ModelInfo, budget: HardwareBudget, run: _Run, gpu_acc: Sequen
     cpu_bw = budget.cpu_bandwidth_bytes_per_s or speed.DEFAULT_CPU_BW
     cpu_flops = budget.cpu_flops or speed.cpu_prompt_flops(threads, None)
     works = []
+    mla = speed.GPU_MLA_LAYER_OVERHEAD_S if model.is_mla else 0.0
     for g, acc in zip(budget.gpus, gpu_acc, strict=True):
         bw, flops = _gpu_rates(g)
-        works.append(speed.DeviceWork("gpu", acc.decode_bytes, acc.flops, acc.layers, bw, flops))
+        works.append(speed.DeviceWork("gpu", acc.decode_bytes, acc.flops, acc.layers, bw, flops,
+                                      extra_decode_s=acc.layers * mla))
     cpu_work = speed.DeviceWork("cpu", cpu.decode_bytes, cpu.flops, cpu.layers, cpu_bw,
-                                cpu_flops, threads)
+                                cpu_flops, threads,
+                                efficiency=speed.cpu_row_efficiency(model.n_embd))
     decode = speed.decode_tps([*works, cpu_work])
     pcie = 0.0
     if budget.gpus and run.settings.op_offload and (cpu.layers or n_cpu_moe
                                                      or where[-1] is None):
         # Prompts run on the GPU; CPU-resident weights cross PCIe once per micro-batch.
-        moved = cpu.weights - model.token_embd_bytes - model.input_extra_bytes
-        pcie = moved / run.n_ubatch
+        experts = sum(x.expert_bytes for x in model.layers[:n_cpu_moe])
+        moved = cpu.weights - model.token_embd_bytes - model.input_extra_bytes - experts
+        pcie = (moved + experts * speed.PCIE_EXPERT_FRACTION) / run.n_ubatch
         works[0] = replace(works[0], prompt_flops=works[0].prompt_flops + cpu.flops)
         cpu_work = replace(cpu_work, prompt_flops=0.0)
     prompt = speed.prompt_tps([*works, cpu_work], pcie_bytes_per_token=pcie)

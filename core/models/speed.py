@@ -32,13 +32,24 @@ GPU_PROMPT_EFFICIENCY = 0.16
 CPU_BW_EFFICIENCY = 0.8
 # CPU cost per block per decoded token: graph walk plus, with threads, one barrier per op.
 CPU_LAYER_OVERHEAD_S = 35e-6
-CPU_THREAD_SYNC_S = 100e-6
+CPU_THREAD_SYNC_S = 40e-6
+# Narrow models (small n_embd) stream their short rows less efficiently on a CPU.
+CPU_FULL_SPEED_WIDTH = 2048
 # llama.cpp's int8 prompt kernels run at about twice a numpy float32 matmul.
 CPU_PROMPT_FLOPS_PER_SGEMM = 2.0
 # Experts picked per token are scattered in memory: a CPU reads them less efficiently.
 CPU_MOE_EFFICIENCY = 0.75
 # Host-to-GPU copies of CPU-resident weights during prompts (pinned memory, PCIe 4/5 x16).
 PCIE_BYTES_PER_S = 25e9
+# For experts kept on the CPU only the experts a micro-batch routes to are copied: about a
+# quarter of their bytes crossed PCIe per 512-token batch on a 128-expert model.
+PCIE_EXPERT_FRACTION = 0.25
+# MLA attention runs more, smaller kernels per block than plain attention.
+GPU_MLA_LAYER_OVERHEAD_S = 40e-6
+# Prompt matmuls over experts are small (a few dozen tokens per expert): they reach a fraction
+# of the dense rate; MLA's latent attention costs more on top.
+MOE_PROMPT_EFFICIENCY = 0.15
+MLA_PROMPT_EFFICIENCY = 0.3
 # One hand-off between devices per token costs a synchronisation.
 SPLIT_SYNC_S = 30e-6
 
@@ -227,6 +238,10 @@ class DeviceWork:
     flops: float
     """Usable FLOP/s for prompt processing."""
     threads: int = 1
+    extra_decode_s: float = 0.0
+    """Fixed extra seconds per token (e.g. MLA's extra kernels)."""
+    efficiency: float = 1.0
+    """Shape-dependent share of the device's usual streaming rate (see cpu_row_efficiency)."""
 
 
 def decode_seconds(work: DeviceWork) -> float:
@@ -234,9 +249,15 @@ def decode_seconds(work: DeviceWork) -> float:
         return 0.0
     if work.kind == "gpu":
         return (work.decode_bytes / (work.bandwidth * GPU_BW_EFFICIENCY)
-                + work.layers * GPU_LAYER_OVERHEAD_S)
+                + work.layers * GPU_LAYER_OVERHEAD_S + work.extra_decode_s)
     per_layer = CPU_LAYER_OVERHEAD_S + CPU_THREAD_SYNC_S * math.log2(max(work.threads, 1))
-    return work.decode_bytes / (work.bandwidth * CPU_BW_EFFICIENCY) + work.layers * per_layer
+    rate = work.bandwidth * CPU_BW_EFFICIENCY * work.efficiency
+    return work.decode_bytes / rate + work.layers * per_layer + work.extra_decode_s
+
+
+def cpu_row_efficiency(n_embd: int) -> float:
+    """How well a CPU streams a model's rows: 1.0 from 2048 wide, less for narrow models."""
+    return float(min(1.0, n_embd / CPU_FULL_SPEED_WIDTH) ** 0.3)
 
 
 def decode_tps(works: Sequence[DeviceWork]) -> float:
