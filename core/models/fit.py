@@ -791,8 +791,11 @@ def _tps(p: Placement) -> str:
 
 
 def _outcome(p: Placement) -> str:
-    where = {"gpu": "all layers on GPU", "partial": f"{p.gpu_layers}/{p.total_layers} layers on "
-             "GPU", "cpu": "CPU only"}.get(p.verdict, "does not fit")
+    if p.verdict == "partial" and p.n_cpu_moe:
+        where = f"all layers on GPU, experts of {p.n_cpu_moe} blocks on CPU"
+    else:
+        where = {"gpu": "all layers on GPU", "partial": f"{p.gpu_layers}/{p.total_layers} "
+                 "layers on GPU", "cpu": "CPU only"}.get(p.verdict, "does not fit")
     return f"{where}, {_tps(p)}"
 
 
