@@ -16,7 +16,6 @@ the GPU has ``gpu_layers == total_layers - 1``.
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -319,7 +318,7 @@ def _row(kv_type: str, n: int) -> int:
     return n // block * size
 
 
-def kv_layer_bytes(model: ModelInfo, run: _Run, il: int) -> int:
+def _kv_layer_bytes(model: ModelInfo, run: _Run, il: int) -> int:
     """K + V cache bytes of one block, as llama_kv_cache allocates them."""
     k_width, v_width = model.kv_width(il)
     if k_width == 0:
@@ -427,7 +426,7 @@ def _layout(model: ModelInfo, budget: HardwareBudget, run: _Run, n_gpu_layers: i
                 acc.weights += layer.expert_bytes + layer.expert_cuda_pad_bytes
         if layer.expert_bytes and not experts_on_cpu:
             acc.moe_layers += 1
-        kv = kv_layer_bytes(model, run, il)
+        kv = _kv_layer_bytes(model, run, il)
         if s.offload_kqv or dev is None:
             acc.kv += kv
         else:
@@ -470,8 +469,8 @@ def _layout(model: ModelInfo, budget: HardwareBudget, run: _Run, n_gpu_layers: i
     out_acc.decode_bytes += out_bytes
     out_acc.flops += 2 * model.output_bytes / bytes_per_param
 
-    host_compute, gpu_compute = _compute(model, budget, run, where, gpu_acc, cpu,
-                                         cpu_blocks_kv, cpu_matrices, n_cpu_moe)
+    host_compute, gpu_compute = _compute(model, budget, run, where, gpu_acc, cpu_blocks_kv,
+                                         cpu_matrices, n_cpu_moe)
     devices: list[DevicePlacement] = []
     for i, (g, acc) in enumerate(zip(gpus, gpu_acc, strict=True)):
         other = CUDA_CONTEXT_BYTES
@@ -515,8 +514,8 @@ def _largest_expert(layer: LayerWeights) -> int:
 
 
 def _compute(model: ModelInfo, budget: HardwareBudget, run: _Run, where: Sequence[int | None],
-             gpu_acc: Sequence[_Acc], cpu: _Acc, cpu_kv_layer: int,
-             cpu_matrices: Sequence[int], n_cpu_moe: int) -> tuple[int, list[int]]:
+             gpu_acc: Sequence[_Acc], cpu_kv_layer: int, cpu_matrices: Sequence[int],
+             n_cpu_moe: int) -> tuple[int, list[int]]:
     """(host compute bytes, compute bytes per GPU) for one micro-batch of n_ubatch tokens.
 
     ggml's allocator reuses memory as tensors die, so a buffer is about the largest set of
@@ -803,8 +802,7 @@ def _suggestions(model: ModelInfo, budget: HardwareBudget, settings: RunSettings
                  base: Placement) -> tuple[Suggestion, ...]:
     """Cheapest changes first: settings that cost nothing, then context, quality, money."""
     out: list[Suggestion] = []
-    s = dataclasses.replace(settings, gpu_layers=None) if settings.gpu_layers is None else \
-        settings
+    s = settings
 
     def attempt(label: str, kind: str, m: ModelInfo, b: HardwareBudget,
                 st: RunSettings) -> bool:
