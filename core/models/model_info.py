@@ -242,7 +242,7 @@ class ModelInfo:
             is_mla=is_mla,
             rope_dim=meta.integer(p + "rope.dimension_count", default=head_dim_k),
             layers=tuple(_add_extra(layers, layer_extra)),
-            token_embd_bytes=emb.nbytes + in_extra_token_bytes(tensors),
+            token_embd_bytes=emb.nbytes + _token_embd_companions(tensors),
             token_embd_type=emb.type_name,
             output_bytes=out_t.nbytes,
             output_type=out_t.type_name,
@@ -257,7 +257,7 @@ class ModelInfo:
         )
 
 
-def in_extra_token_bytes(tensors: Iterable[_TensorLike]) -> int:
+def _token_embd_companions(tensors: Iterable[_TensorLike]) -> int:
     """Bytes of token_embd's companion scale tensors (e.g. NVFP4 scales), which ride with it."""
     return sum(t.nbytes for t in tensors if t.name.startswith("token_embd.") and
                t.name != "token_embd.weight")
