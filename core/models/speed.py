@@ -31,12 +31,12 @@ GPU_PROMPT_EFFICIENCY = 0.16
 # memory with the same number of threads.
 CPU_BW_EFFICIENCY = 0.8
 # CPU cost per block per decoded token: graph walk plus, with threads, one barrier per op.
-CPU_LAYER_OVERHEAD_S = 35e-6
-CPU_THREAD_SYNC_S = 40e-6
+CPU_LAYER_OVERHEAD_S = 30e-6
+CPU_THREAD_SYNC_S = 20e-6
 # Narrow models (small n_embd) stream their short rows less efficiently on a CPU.
 CPU_FULL_SPEED_WIDTH = 2048
-# llama.cpp's int8 prompt kernels run at about twice a numpy float32 matmul.
-CPU_PROMPT_FLOPS_PER_SGEMM = 2.0
+# llama.cpp's prompt kernels run at about the rate of a numpy float32 matmul.
+CPU_PROMPT_FLOPS_PER_SGEMM = 1.0
 # Experts picked per token are scattered in memory: a CPU reads them less efficiently.
 CPU_MOE_EFFICIENCY = 0.75
 # Host-to-GPU copies of CPU-resident weights during prompts (pinned memory, PCIe 4/5 x16).
