@@ -40,6 +40,9 @@ from pathlib import Path
 
 import psutil
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.tmux import isolated_env
+
 SIZE = (120, 40)
 WARMUP_S = 5.0
 SLICE_S = 5.0
@@ -176,20 +179,9 @@ class Tmux:
 
 
 def bench_env(home: Path) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items()
-        if not k.startswith(("RIGDECK_", "TMUX", "XDG_", "HF_"))
-    }
-    env.update(
-        HOME=str(home),
-        XDG_CONFIG_HOME=str(home / ".config"),
-        XDG_STATE_HOME=str(home / ".local" / "state"),
-        XDG_DATA_HOME=str(home / ".local" / "share"),
-        XDG_CACHE_HOME=str(home / ".cache"),
-        LANG="C.UTF-8",
-        LC_ALL="C.UTF-8",
-        COLORTERM="truecolor",
-    )
+    # The same isolation the tmux tests use, so the bench sees what a new user sees.
+    env = isolated_env(home)
+    env["COLORTERM"] = "truecolor"
     btop_conf = home / ".config" / "btop" / "btop.conf"
     btop_conf.parent.mkdir(parents=True, exist_ok=True)
     btop_conf.write_text("update_ms = 1000\n", encoding="utf-8")
