@@ -151,18 +151,24 @@ class RigdeckApp(App[None]):
         dirs = [*self.settings.models.dirs, *self.settings.telemetry.watch_dirs]
         return TelemetrySampler(watched=default_watched_paths(dirs))
 
-    @work(thread=True, exclusive=True, group="telemetry", exit_on_error=False)
     def _sample(self) -> None:
-        if self._sampler is None:
-            self._sampler = self._sampler_factory()  # NVML init happens here, off the loop
-        pane_visible = self._active_pane() == "telemetry"
-        # The host process scan is the costliest read; do it only as often as the table redraws.
+        """Start one reading. Runs on the event loop: only the worker below leaves it."""
+        # The host process scan is the costliest read; do it only as often as the table redraws,
+        # and only while the table is on screen.
         now = time.monotonic()
-        scan = pane_visible and now - self._last_process_scan >= PROCESS_REFRESH_S
+        scan = (
+            self._active_pane() == "telemetry"
+            and now - self._last_process_scan >= PROCESS_REFRESH_S
+        )
         if scan:
             self._last_process_scan = now
-        snapshot = self._sampler.sample(host_processes=HOST_PROCESS_ROWS if scan else 0)
-        self.post_message(SnapshotReady(snapshot))
+        self._read_machine(HOST_PROCESS_ROWS if scan else 0)
+
+    @work(thread=True, exclusive=True, group="telemetry", exit_on_error=False)
+    def _read_machine(self, host_processes: int) -> None:
+        if self._sampler is None:
+            self._sampler = self._sampler_factory()  # NVML init happens here, off the loop
+        self.post_message(SnapshotReady(self._sampler.sample(host_processes=host_processes)))
 
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
         snap = message.snapshot
