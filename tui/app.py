@@ -27,6 +27,8 @@ from rigdeck.core.telemetry.sampler import TelemetrySampler, default_watched_pat
 from rigdeck.core.telemetry.snapshot import Snapshot
 from rigdeck.core.themes import ThemeSpec, builtin_themes, default_theme_name, user_themes
 from rigdeck.core.units import format_duration
+from rigdeck.tui.panes.chat import ChatPane
+from rigdeck.tui.panes.models import ModelsPane
 from rigdeck.tui.panes.telemetry import HOST_PROCESS_ROWS, PROCESS_REFRESH_S, TelemetryPane
 from rigdeck.tui.screens import ConfirmScreen, DoctorScreen, HelpScreen
 
@@ -38,9 +40,6 @@ PANES: tuple[tuple[str, str, str], ...] = (
 )
 
 PLACEHOLDERS = {
-    "models": "Model browser: every GGUF quantization fitted to this machine's VRAM and RAM. "
-    "Not built yet; `rigdeck doctor` shows what this machine offers meanwhile.",
-    "chat": "Chat with a local model through llama.cpp. Not built yet.",
     "cloud": "Cloud GPUs: rent the cheapest Vast.ai instance that fits, sync data over SSH, "
     "stream training logs, pull results back, never leave an instance burning money. "
     "Not built yet.",
@@ -111,6 +110,10 @@ class RigdeckApp(App[None]):
                 with TabPane(f"{key} {title}", id=pane):
                     if pane == "telemetry":
                         yield TelemetryPane(id="telemetry-pane")
+                    elif pane == "models":
+                        yield ModelsPane(id="models-pane")
+                    elif pane == "chat":
+                        yield ChatPane(id="chat-pane")
                     else:
                         yield Static(PLACEHOLDERS[pane], classes="placeholder")
         yield Footer()
@@ -175,8 +178,11 @@ class RigdeckApp(App[None]):
         self.latest = snap
         self.history.record(snap)
         self._update_statusbar(snap)
-        if self._active_pane() == "telemetry":
+        active = self._active_pane()
+        if active == "telemetry":
             self.query_one(TelemetryPane).show_snapshot(snap, self.history)
+        elif active == "models":
+            self.query_one(ModelsPane).show_snapshot(snap)
         # The next reading is scheduled only after this one landed: a slow NVML never piles up.
         self.set_timer(self.settings.telemetry.refresh_s, self._sample)
 
@@ -220,6 +226,19 @@ class RigdeckApp(App[None]):
             if self.latest is not None:
                 pane.show_snapshot(self.latest, self.history)
             self.query_one("#processes").focus()
+        elif event.pane.id == "models" and self.latest is not None:
+            self.query_one(ModelsPane).show_snapshot(self.latest)
+
+    @on(ModelsPane.RunRequested)
+    def _run_model(self, message: ModelsPane.RunRequested) -> None:
+        self.action_show_pane("chat")
+        self.query_one(ChatPane).start_model(message.path, message.placement, message.label)
+
+    @on(ChatPane.RunningChanged)
+    def _running_changed(self, message: ChatPane.RunningChanged) -> None:
+        self.running_label = message.label
+        if self.latest is not None:
+            self._update_statusbar(self.latest)
 
     # -- actions -----------------------------------------------------------------------------
     def action_show_pane(self, pane: str) -> None:
@@ -236,6 +255,8 @@ class RigdeckApp(App[None]):
             ("everywhere", [Binding("ctrl+p", "command_palette", "Command palette",
                                     id="palette.ctrl")]),
             ("telemetry", TelemetryPane.BINDINGS),
+            ("models", ModelsPane.BINDINGS),
+            ("chat", ChatPane.BINDINGS),
         ]
         for where, bindings in sources:
             for binding in bindings:

@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     shot.add_argument("path", help="where to write the .svg")
     shot.add_argument("--size", default="120x36", help="COLSxROWS (default 120x36)")
     shot.add_argument("--pane", default="telemetry", help="which pane to show")
+
+    from rigdeck.tui import cli_fit, cli_run
+
+    cli_fit.add_parsers(sub)
+    cli_run.add_parsers(sub)
     return parser
 
 
@@ -100,10 +105,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command != "screenshot":
         for warning in settings.warnings:
             _console(stderr=True).print(f"[yellow]rigdeck: {warning}[/]")
+    from rigdeck.tui import cli_fit, cli_run
+
     handler = {
         "telemetry": cmd_telemetry,
         "doctor": cmd_doctor,
         "screenshot": cmd_screenshot,
+        **cli_fit.HANDLERS,
+        **cli_run.HANDLERS,
     }[args.command]
     return handler(args, settings)
 
