@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -809,14 +809,23 @@ def _read_split(paths: list[Path]) -> GGUFHeader:
     if missing:
         names = ", ".join(p.name for p in missing)
         raise ModelFileError(f"{first}: split model is missing part(s) {names}")
-    headers = [_read_one(p) for p in paths]
+    return join_split([_read_one(p) for p in paths], [str(p) for p in paths])
+
+
+def join_split(headers: Sequence[GGUFHeader], names: Sequence[str]) -> GGUFHeader:
+    """One model from the headers of every part of a split, in order (local files or remote).
+
+    Checks what the parts say about themselves (part number, part count, tensor count) against
+    their names, so a mixed-up or incomplete set is one clear error rather than a wrong fit.
+    """
+    first = names[0]
     tensors: list[TensorInfo] = []
     seen: set[str] = set()
-    for index, (p, h) in enumerate(zip(paths, headers, strict=True)):
+    for index, (p, h) in enumerate(zip(names, headers, strict=True)):
         count = h.get("split.count")
-        if count is not None and count != len(paths):
+        if count is not None and count != len(names):
             raise ModelFileError(
-                f"{p}: says it is one of {count} parts, the name says {len(paths)}"
+                f"{p}: says it is one of {count} parts, the name says {len(names)}"
             )
         no = h.get("split.no")
         if no is not None and no != index:
@@ -842,7 +851,7 @@ def _read_split(paths: list[Path]) -> GGUFHeader:
         data_offset=head.data_offset,
         file_size=None if None in sizes else sum(s for s in sizes if s is not None),
         header_bytes=sum(h.header_bytes for h in headers),
-        parts=tuple(str(p) for p in paths),
+        parts=tuple(names),
     )
 
 
