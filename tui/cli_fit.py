@@ -1,17 +1,362 @@
-"""`rigdeck fit`: will this model fit this machine (or one described by sizes)?"""
+"""`rigdeck fit`: will this model fit this machine (or one described by sizes)?
+
+Exit codes: 0 fits (for a whole repo: at least one file fits), 1 does not fit, 2 error.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import json
+import os
+from typing import TYPE_CHECKING, Any
+
+from rigdeck.core.errors import FitError
+
+if TYPE_CHECKING:
+    from rigdeck.core.models.fit import HardwareBudget, Placement
+    from rigdeck.core.models.fit_report import FitResult
+    from rigdeck.core.models.target import FailedModel, Target
+
+EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
+KV_CHOICES = ("f16", "q8_0", "q4_0")
+VERDICT_STYLE = {"gpu": "bold green", "partial": "bold yellow", "cpu": "bold cyan",
+                 "none": "bold red"}
 
 
 def add_parsers(sub: Any) -> None:
-    sub.add_parser("fit", help="fit a GGUF (file or hf:REPO[/FILE]) to this machine")
+    p = sub.add_parser(
+        "fit", help="fit a GGUF (file or hf:REPO[/FILE]) to this machine",
+        description="Predict where a GGUF model's layers go, the VRAM and RAM it needs and its "
+                    "tokens/s, from its header alone (a Hub model is not downloaded). "
+                    "Exit 0: fits; 1: does not fit; 2: error.")
+    p.add_argument("target", metavar="PATH|hf:REPO[/FILE]",
+                   help="a local .gguf (any split part), hf:OWNER/NAME/FILE.gguf, "
+                        "hf:OWNER/NAME:QUANT, or hf:OWNER/NAME for every quantization")
+    p.add_argument("--ctx", type=int, metavar="N",
+                   help="context length in tokens; 0: the model's training context "
+                        "(default: models.context from the config, 4096)")
+    p.add_argument("--kv", choices=KV_CHOICES,
+                   help="KV cache type for K and V (default: models.kv_type, f16)")
+    p.add_argument("--flash-attn", action=argparse.BooleanOptionalAction, default=None,
+                   help="flash attention on or off (default: models.flash_attn, auto = on)")
+    p.add_argument("--vram", metavar="SIZE[,SIZE]",
+                   help="a hypothetical GPU per size, all free (24G or 24G,24G); 0: no GPU. "
+                        "Without it: this machine's GPUs and their free VRAM")
+    p.add_argument("--ram", metavar="SIZE",
+                   help="hypothetical RAM, all available (64G). Without it: this machine's "
+                        "available RAM")
+    p.add_argument("--gpu", metavar="NAME",
+                   help="the card --vram stands for, for its bandwidth (e.g. 'RTX 4090')")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for generation (default: half the logical cores)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def cmd_fit(args: argparse.Namespace, settings: Any) -> int:
-    raise NotImplementedError
+    _quiet_hub()
+    from rigdeck.core.models.fit_report import fit_all, run_settings
+    from rigdeck.core.models.target import FailedModel, parse_target, resolve, total_cost
+
+    if args.ctx is not None and args.ctx < 0:
+        raise FitError(f"--ctx {args.ctx}: a context length is 0 (the model's own) or more")
+    if args.threads is not None and args.threads < 1:
+        raise FitError(f"--threads {args.threads}: use 1 or more")
+    target = parse_target(args.target)
+    # Cheap checks first: a typo in a flag must not cost a Hub round trip.
+    run = run_settings(ctx=args.ctx, kv=args.kv, flash_attn=args.flash_attn,
+                       config=getattr(settings, "models", None))
+    vram, ram = _sizes(args)
+    models = resolve(target)
+    budget, gpu_status = _budget(vram, ram, args, quiet=args.json)
+    results = fit_all(models, budget, run)
+    fitted = [r for r in results if not isinstance(r, FailedModel)]
+    if not fitted:
+        # Only reachable for a repo: a single file's failure has raised already.
+        first = results[0]
+        assert isinstance(first, FailedModel)
+        raise FitError(f"no file in {target.repo_id} could be read; {first.label}: {first.error}")
+    hypo = {"hypothetical_vram": vram is not None, "hypothetical_ram": ram is not None}
+    if args.json:
+        print(json.dumps(_json(target, results, budget, hypo, total_cost(models)), indent=2))
+    else:
+        _print(target, results, budget, hypo, total_cost(models), gpu_status, args)
+    return EXIT_OK if any(r.placement.fits for r in fitted) else EXIT_NO
 
 
 HANDLERS = {"fit": cmd_fit}
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+
+
+def _quiet_hub() -> None:
+    """Keep stderr to rigdeck's own lines: no progress bars or advisory warnings from the Hub."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1")
+    import logging
+    import warnings
+
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"huggingface_hub(\..*)?")
+
+
+def _sizes(args: argparse.Namespace) -> tuple[list[int] | None, int | None]:
+    from rigdeck.core.models.budget import parse_size, parse_vram_list
+
+    vram = None if args.vram is None else _flag("--vram", parse_vram_list, args.vram)
+    ram = None if args.ram is None else _flag("--ram", parse_size, args.ram)
+    return vram, ram
+
+
+def _flag(name: str, parse: Any, text: str) -> Any:
+    try:
+        return parse(text)
+    except FitError as exc:
+        raise FitError(f"{name}: {exc}") from None
+
+
+def _budget(vram: list[int] | None, ram: int | None, args: argparse.Namespace,
+            *, quiet: bool) -> tuple[HardwareBudget, str]:
+    """This machine from one telemetry reading, with typed sizes laid over it."""
+    from rigdeck.core.models import speed
+    from rigdeck.core.models.budget import budget_from_snapshot, with_sizes
+    from rigdeck.core.telemetry.sampler import TelemetrySampler
+
+    sampler = TelemetrySampler(watched=[])
+    try:
+        snap = sampler.sample()
+    finally:
+        sampler.close()
+    if not quiet and not speed.default_cache_path().is_file():
+        from rigdeck.tui.cli import _console
+
+        _console(stderr=True).print(
+            "[dim]measuring this CPU's memory bandwidth once (a few seconds; cached)…[/]")
+    calibration = speed.load_or_measure_cpu()
+    base = budget_from_snapshot(snap, calibration=calibration, threads=args.threads)
+    budget = with_sizes(base, vram=vram, ram=ram, gpu_name=args.gpu)
+    return budget, snap.gpu_status or ""
+
+
+# --------------------------------------------------------------------------------------------
+# JSON
+
+
+def _json(target: Target, results: list[FitResult | FailedModel], budget: HardwareBudget,
+          hypo: dict[str, bool], cost: Any) -> dict[str, Any]:
+    from rigdeck.core.models.fit_report import (
+        budget_json,
+        cost_json,
+        failed_json,
+        result_json,
+    )
+    from rigdeck.core.models.target import FailedModel
+
+    rows = [failed_json(r) if isinstance(r, FailedModel) else result_json(r) for r in results]
+    machine = budget_json(budget, **hypo)
+    if not target.is_repo:
+        return {"target": target.text, **rows[0], "budget": machine}
+    return {
+        "target": target.text,
+        "repo": target.repo_id,
+        "revision": target.revision,
+        "fits": any(r.get("fits") for r in rows),
+        "budget": machine,
+        "remote": cost_json(cost),
+        "files": rows,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Human output
+
+
+def _gib(n: float | None) -> str:
+    from rigdeck.core.units import format_bytes
+
+    return format_bytes(n)
+
+
+def _tps(x: float) -> str:
+    if x <= 0:
+        return "–"
+    return f"{x:.1f}" if x < 10 else f"{x:.0f}"
+
+
+def _verdict_text(p: Placement) -> str:
+    if not p.fits:
+        return "does not fit"
+    if p.verdict == "gpu":
+        return f"all {p.total_layers} layers on the GPU"
+    if p.verdict == "cpu":
+        return "CPU only"
+    if p.n_cpu_moe:
+        return f"{p.gpu_layers}/{p.total_layers} layers on GPU, experts of {p.n_cpu_moe} on CPU"
+    return f"{p.gpu_layers}/{p.total_layers} layers on the GPU"
+
+
+def _budget_line(budget: HardwareBudget, hypo: dict[str, bool], gpu_status: str) -> str:
+    if hypo["hypothetical_vram"]:
+        if not budget.gpus:
+            gpus = "no GPU"
+        else:
+            sizes = {g.total_bytes for g in budget.gpus}
+            count = f"{len(budget.gpus)} × " if len(budget.gpus) > 1 else ""
+            size = _gib(sizes.pop()) if len(sizes) == 1 else \
+                " + ".join(_gib(g.total_bytes) for g in budget.gpus)
+            name = budget.gpus[0].name
+            gpus = f"{count}{size} GPU" + ("" if name == "GPU" else f" ({name})")
+    elif budget.gpus:
+        gpus = ", ".join(f"GPU {g.index} {g.name}: {_gib(g.free_bytes)} free of "
+                         f"{_gib(g.total_bytes)}" for g in budget.gpus)
+    else:
+        gpus = "no GPU" + (f" ({gpu_status})" if gpu_status else "")
+    if hypo["hypothetical_ram"]:
+        ram = f"{_gib(budget.ram_total_bytes)} RAM"
+    else:
+        ram = (f"RAM {_gib(budget.ram_available_bytes)} available of "
+               f"{_gib(budget.ram_total_bytes)}")
+    threads = f"{budget.cpu_threads} CPU thread{'s' if budget.cpu_threads != 1 else ''}"
+    if hypo["hypothetical_vram"] and hypo["hypothetical_ram"]:
+        return f"hypothetical: {gpus}, {ram}; {threads}"
+    if hypo["hypothetical_vram"] or hypo["hypothetical_ram"]:
+        return f"hypothetical: {gpus}, {ram} (the rest this machine's); {threads}"
+    return f"this machine: {gpus}; {ram}; {threads}"
+
+
+def _settings_line(p: Placement) -> str:
+    s = p.settings
+    kv = s.type_k if s.type_k == s.type_v else f"{s.type_k}/{s.type_v}"
+    fa = "auto (on)" if s.flash_attn is None else ("on" if s.flash_attn else "off")
+    return f"context {s.n_ctx} · KV cache {kv} · flash attention {fa}"
+
+
+def _print(target: Target, results: list[FitResult | FailedModel], budget: HardwareBudget,
+           hypo: dict[str, bool], cost: Any, gpu_status: str, args: argparse.Namespace) -> None:
+    from rigdeck.core.models.target import FailedModel
+    from rigdeck.tui.cli import _console
+
+    console = _console()
+    if target.is_repo:
+        _print_repo(console, target, results, budget, hypo, cost, gpu_status)
+    else:
+        result = results[0]
+        assert not isinstance(result, FailedModel)
+        _print_one(console, result, budget, hypo, gpu_status)
+    if hypo["hypothetical_vram"] and budget.gpus and args.gpu is None \
+            and budget.gpus[0].bandwidth_bytes_per_s is None:
+        console.print("[dim]speed assumes a mid-range GPU; name the card with --gpu "
+                      "'RTX 4090' for its bandwidth[/]")
+
+
+def _print_one(console: Any, r: FitResult, budget: HardwareBudget, hypo: dict[str, bool],
+               gpu_status: str) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    m, p = r.model, r.placement
+    info = m.info
+    params = f" · {info.n_params / 1e9:.1f}B params" if info.n_params >= 1e9 else (
+        f" · {info.n_params / 1e6:.0f}M params" if info.n_params else "")
+    console.print(f"[bold]{escape(info.name)}[/]  {escape(m.quant)} · {_gib(m.file_size)}"
+                  f" · {escape(info.architecture)}{params} · {info.n_layer} blocks"
+                  f"{' · MoE' if info.is_moe else ''}")
+    console.print(f"[dim]{escape(m.location)}[/]")
+    if m.remote is not None:
+        console.print(f"[dim]header read: {m.remote.requests} requests, "
+                      f"{_gib(m.remote.bytes)} of {_gib(m.file_size)} (nothing downloaded)[/]")
+    console.print(f"budget    {escape(_budget_line(budget, hypo, gpu_status))}")
+    console.print(f"settings  {_settings_line(p)}")
+    console.print()
+    style = VERDICT_STYLE[p.verdict if p.fits else "none"]
+    mark = "✓" if p.fits else "✗"
+    console.print(f"[{style}]{mark} {_verdict_text(p)}[/]")
+
+    # Components down, devices across: stays narrow with one or two devices and long names.
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("")
+    for d in p.devices:
+        head = f"GPU {d.index}\n{d.name}" if d.kind == "gpu" else "CPU\nRAM"
+        table.add_column(escape(head), justify="right")
+    rows = (("weights", "weights_bytes"), ("KV cache", "kv_bytes"),
+            ("compute", "compute_bytes"), ("other", "other_bytes"))
+    for label, attr in rows:
+        table.add_row(label, *(_gib(getattr(d, attr)) for d in p.devices))
+    table.add_row("[bold]total[/]", *(f"[bold]{_gib(d.total_bytes)}[/]" for d in p.devices))
+    table.add_row("budget", *(_gib(d.budget_bytes) for d in p.devices))
+    frees = []
+    for d in p.devices:
+        margin = p.settings.gpu_margin_bytes if d.kind == "gpu" else p.settings.ram_margin_bytes
+        free = d.free_after_bytes
+        frees.append(f"[red]{_gib(free)}[/]" if free < margin else _gib(free))
+    table.add_row("free after", *frees)
+    console.print(table)
+    console.print()
+    if p.fits:
+        console.print(f"predicted prompt ~{_tps(p.prompt_tps)} tok/s · decode "
+                      f"~{_tps(p.decode_tps)} tok/s")
+    console.print(f"why       {escape(p.why)}")
+    if p.suggestions:
+        console.print("[bold]what would help[/] (cheapest first)")
+        for i, s in enumerate(p.suggestions, 1):
+            colour = VERDICT_STYLE[s.verdict if s.fits else "none"].replace("bold ", "")
+            console.print(f"  {i}. [{colour}]{escape(s.label)}[/]")
+    if p.notes:
+        console.print("[bold]notes[/]")
+        for note in p.notes:
+            console.print(f"  [dim]- {escape(note)}[/]")
+
+
+def _print_repo(console: Any, target: Target, results: list[FitResult | FailedModel],
+                budget: HardwareBudget, hypo: dict[str, bool], cost: Any,
+                gpu_status: str) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from rigdeck.core.models.target import FailedModel
+
+    fitted = [r for r in results if not isinstance(r, FailedModel)]
+    first = fitted[0]
+    console.print(f"[bold]{escape(target.repo_id or '')}[/]  {escape(first.model.info.name)} · "
+                  f"{len(results)} file(s)")
+    if cost is not None:
+        console.print(f"[dim]header reads: {cost.requests} requests, {_gib(cost.bytes)} "
+                      "(nothing downloaded)[/]")
+    console.print(f"budget    {escape(_budget_line(budget, hypo, gpu_status))}")
+    console.print(f"settings  {_settings_line(first.placement)}")
+    console.print()
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("quant", "size", "verdict", "VRAM", "RAM", "prompt t/s", "decode t/s", "file"):
+        table.add_column(col, justify="right" if col in {"size", "VRAM", "RAM", "prompt t/s",
+                                                          "decode t/s"} else "left")
+    for r in results:
+        if isinstance(r, FailedModel):
+            table.add_row(escape(r.quant or "?"), _gib(r.file_size), "[red]error[/]", "", "", "",
+                          "", f"{escape(r.label)} [red]{escape(r.error)}[/]")
+            continue
+        p = r.placement
+        style = VERDICT_STYLE[p.verdict if p.fits else "none"]
+        table.add_row(escape(r.model.quant), _gib(r.model.file_size),
+                      f"[{style}]{escape(_verdict_text(p))}[/]",
+                      _gib(p.gpu_bytes) if p.gpu_bytes else "–", _gib(p.host_bytes),
+                      _tps(p.prompt_tps) if p.fits else "–",
+                      _tps(p.decode_tps) if p.fits else "–", escape(r.model.label))
+    console.print(table)
+    best = _best(fitted)
+    if best is not None:
+        console.print(f"\nbest here: [bold]{escape(best.model.quant)}[/] "
+                      f"({escape(best.model.label)}): {escape(_verdict_text(best.placement))}, "
+                      f"~{_tps(best.placement.decode_tps)} tok/s")
+    else:
+        console.print("\n[bold red]no file fits[/]; `rigdeck fit` on one file shows why and "
+                      "what would help")
+
+
+def _best(results: list[FitResult]) -> FitResult | None:
+    """The largest file that runs wholly on the GPU; failing that, the fastest that fits."""
+    on_gpu = [r for r in results if r.placement.fits and r.placement.verdict == "gpu"]
+    if on_gpu:
+        return max(on_gpu, key=lambda r: r.model.file_size)
+    fitting = [r for r in results if r.placement.fits]
+    return max(fitting, key=lambda r: r.placement.decode_tps) if fitting else None

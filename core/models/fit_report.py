@@ -1,0 +1,144 @@
+"""Fit resolved models to a budget and describe the outcome as plain data (for --json and scripts).
+
+The CLI prints these; the models pane and `rigdeck run` can reuse the same pieces: settings
+from flags over config, one fit per model (a bad file in a repo is a row, not a crash), and
+the JSON shapes documented in the README.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rigdeck.core.errors import FitError
+from rigdeck.core.models.fit import HardwareBudget, Placement, RunSettings, fit, placement_to_json
+from rigdeck.core.models.target import FailedModel, RemoteCost, Resolved, ResolvedModel
+
+_FLASH = {"auto": None, "on": True, "off": False, "true": True, "false": False}
+
+
+@dataclass(frozen=True)
+class FitResult:
+    model: ResolvedModel
+    placement: Placement
+
+
+def run_settings(*, ctx: int | None, kv: str | None, flash_attn: bool | None,
+                 config: Any = None) -> RunSettings:
+    """RunSettings from flags, falling back to the config's [models] keys, then defaults.
+
+    ``config`` is a ModelSettings (context, kv_type, flash_attn) or None. The KV type applies
+    to both K and V, as llama.cpp's -ctk/-ctv are usually set together.
+    """
+    n_ctx = ctx if ctx is not None else getattr(config, "context", 4096)
+    kv_type = kv or getattr(config, "kv_type", "f16")
+    fa = flash_attn
+    if fa is None and config is not None:
+        text = str(getattr(config, "flash_attn", "auto")).lower()
+        if text not in _FLASH:
+            raise FitError(f"models.flash_attn {text!r} must be auto, on or off")
+        fa = _FLASH[text]
+    return RunSettings(n_ctx=n_ctx, type_k=kv_type, type_v=kv_type, flash_attn=fa)
+
+
+def fit_all(models: Sequence[Resolved], budget: HardwareBudget,
+            settings: RunSettings) -> list[FitResult | FailedModel]:
+    """Fit every model; with several, one that cannot be fitted becomes a FailedModel row."""
+    out: list[FitResult | FailedModel] = []
+    for m in models:
+        if isinstance(m, FailedModel):
+            out.append(m)
+            continue
+        try:
+            out.append(FitResult(m, fit(m.info, budget, settings)))
+        except FitError as exc:
+            if len(models) == 1:
+                raise
+            out.append(FailedModel(m.label, m.location, m.quant, m.file_size, str(exc)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# JSON
+
+
+def cost_json(cost: RemoteCost | None) -> dict[str, int] | None:
+    return None if cost is None else {"requests": cost.requests, "bytes": cost.bytes}
+
+
+def model_json(m: ResolvedModel) -> dict[str, Any]:
+    info = m.info
+    return {
+        "name": info.name,
+        "architecture": info.architecture,
+        "quant": info.quant,
+        "file": m.label,
+        "location": m.location,
+        "parts": list(m.parts),
+        "file_size_bytes": m.file_size,
+        "weights_bytes": info.weights_bytes,
+        "n_params": info.n_params,
+        "n_layers": info.n_layer,
+        "n_ctx_train": info.n_ctx_train,
+        "moe": info.is_moe,
+        "repo": m.repo_id,
+        "revision": m.revision,
+    }
+
+
+def settings_json(s: RunSettings) -> dict[str, Any]:
+    """The settings a placement was made with, as llama.cpp resolves them."""
+    return {
+        "n_ctx": s.n_ctx,
+        "type_k": s.type_k,
+        "type_v": s.type_v,
+        "flash_attn": s.flash_attn,
+        "n_batch": s.n_batch,
+        "n_ubatch": s.n_ubatch,
+        "gpu_margin_bytes": s.gpu_margin_bytes,
+        "ram_margin_bytes": s.ram_margin_bytes,
+    }
+
+
+def budget_json(budget: HardwareBudget, *, hypothetical_vram: bool,
+                hypothetical_ram: bool) -> dict[str, Any]:
+    return {
+        "name": budget.name,
+        "hypothetical": {"vram": hypothetical_vram, "ram": hypothetical_ram},
+        "gpus": [{"index": g.index, "name": g.name, "total_bytes": g.total_bytes,
+                  "free_bytes": g.free_bytes, "bandwidth_bytes_per_s": g.bandwidth_bytes_per_s}
+                 for g in budget.gpus],
+        "ram_total_bytes": budget.ram_total_bytes,
+        "ram_available_bytes": budget.ram_available_bytes,
+        "cpu_threads": budget.cpu_threads,
+        "cpu_bandwidth_bytes_per_s": budget.cpu_bandwidth_bytes_per_s,
+    }
+
+
+def result_json(r: FitResult) -> dict[str, Any]:
+    """placement_to_json plus what a script needs beside it: the model, settings, costs."""
+    p = r.placement
+    data = placement_to_json(p)
+    for d, device in zip(data["devices"], p.devices, strict=True):  # type: ignore[arg-type]
+        d["index"] = device.index
+        d["layers"] = device.layers
+        d["free_after_bytes"] = device.free_after_bytes
+    data.update({
+        "file": r.model.label,
+        "quant": r.model.quant,
+        "file_size_bytes": r.model.file_size,
+        "model": model_json(r.model),
+        "settings": settings_json(p.settings),
+        "n_cpu_moe": p.n_cpu_moe,
+        "tensor_split": list(p.tensor_split),
+        "margin_bytes": p.margin_bytes,
+        "notes": list(p.notes),
+        "remote": cost_json(r.model.remote),
+    })
+    return data
+
+
+def failed_json(f: FailedModel) -> dict[str, Any]:
+    return {"file": f.label, "location": f.location, "quant": f.quant,
+            "file_size_bytes": f.file_size, "fits": False, "verdict": None, "error": f.error}
