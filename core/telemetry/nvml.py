@@ -69,6 +69,7 @@ class NvmlReader:
         self._static: dict[int, _StaticInfo] = {}
         self._lost: set[int] = set()
         self._procs: dict[int, psutil.Process] = {}
+        self._texts: dict[int, tuple[str | None, str]] = {}
         self.driver_version: str | None = None
         self.status = "not started"
         self._start()
@@ -129,7 +130,13 @@ class NvmlReader:
         if not self._initialised:
             return ()
         with self._lock:
-            return tuple(self._read_one(i, h) for i, h in enumerate(self._handles))
+            gpus = tuple(self._read_one(i, h) for i, h in enumerate(self._handles))
+            # Forget processes that left every GPU, so their cache does not grow for ever.
+            seen = {p.pid for g in gpus for p in g.processes}
+            for pid in set(self._procs) - seen:
+                del self._procs[pid]
+                self._texts.pop(pid, None)
+            return gpus
 
     def _static_info(self, index: int, handle: Any) -> _StaticInfo:
         info = self._static.get(index)
@@ -219,19 +226,25 @@ class NvmlReader:
             if proc is None:
                 proc = psutil.Process(pid)
                 self._procs[pid] = proc
+                self._texts.pop(pid, None)
                 proc.cpu_percent(None)  # primes the counter; the next tick has a real figure
                 cpu = None
             else:
                 cpu = proc.cpu_percent(None)
-            with proc.oneshot():
-                user = _safe(proc.username)
-                cmd = _safe(proc.cmdline)
-                rss = _safe(lambda: proc.memory_info().rss)
-                name = _safe(proc.name) or "?"
-            command = " ".join(cmd) if cmd else name
+            rss = _safe(lambda: proc.memory_info().rss)
+            texts = self._texts.get(pid)
+            if texts is None:
+                # Owner and command line do not change under a pid: read them once, not per tick.
+                with proc.oneshot():
+                    user = _safe(proc.username)
+                    cmd = _safe(proc.cmdline)
+                    name = _safe(proc.name) or "?"
+                texts = self._texts[pid] = (user, " ".join(cmd) if cmd else name)
+            user, command = texts
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             # In a container NVML shows host pids that do not exist here.
             self._procs.pop(pid, None)
+            self._texts.pop(pid, None)
             user, command, rss, cpu = None, "(not visible from here)", None, None
         except psutil.AccessDenied:
             user, command, rss, cpu = None, "(access denied)", None, None

@@ -6,14 +6,17 @@ called from one worker thread at a time.
 
 from __future__ import annotations
 
+import heapq
 import os
 import platform
 import socket
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -23,11 +26,15 @@ from rigdeck.core.telemetry.snapshot import (
     CpuStats,
     DiskStats,
     GpuProcess,
+    GpuStats,
     IoRates,
     MemoryStats,
     NetRates,
     Snapshot,
 )
+
+# What the first, host-only reading says about GPUs until NVML has been asked (a second later).
+GPU_PENDING = "reading GPUs…"
 
 
 def default_watched_paths(extra_dirs: Iterable[Path] = ()) -> list[tuple[str, Path]]:
@@ -59,7 +66,11 @@ def _cpu_model() -> str:
 
 
 class TelemetrySampler:
-    """Reads the machine. ``sample()`` is the only per-tick call."""
+    """Reads the machine. ``sample()`` is the only per-tick call.
+
+    Building one is cheap: NVML starts on the first ``sample()`` (or ``nvml`` access), so an app
+    can take a host-only ``first_reading()`` on its event loop and leave NVML to a worker.
+    """
 
     def __init__(
         self,
@@ -68,7 +79,8 @@ class TelemetrySampler:
         watched: Iterable[tuple[str, Path]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.nvml = nvml if nvml is not None else NvmlReader()
+        self._nvml = nvml
+        self._nvml_lock = threading.Lock()
         self._watched = list(watched) if watched is not None else default_watched_paths()
         self._clock = clock
         self._hostname = socket.gethostname()
@@ -77,14 +89,49 @@ class TelemetrySampler:
         self._prev_time: float | None = None
         self._prev_disk: tuple[int, int] | None = None
         self._prev_net: tuple[int, int] | None = None
-        self._proc_cache: dict[int, psutil.Process] = {}
-        psutil.cpu_percent(None, percpu=True)  # primes psutil's counters
+        # Our own baseline rather than psutil.cpu_percent's, which psutil keeps per thread: a
+        # reading from a fresh worker thread would otherwise measure an empty interval.
+        self._prev_cpu = psutil.cpu_times(percpu=True)
+        # pid -> (the psutil.Process it was read from, user, command): a command line is read
+        # once per process, not once per scan. The Process object tells a reused pid apart.
+        self._described: dict[int, tuple[psutil.Process, str | None, str]] = {}
+        self._users: dict[int, str | None] = {}
+
+    @property
+    def nvml(self) -> NvmlReader:
+        with self._nvml_lock:
+            if self._nvml is None:
+                self._nvml = NvmlReader()
+            return self._nvml
 
     def close(self) -> None:
-        self.nvml.close()
+        with self._nvml_lock:
+            if self._nvml is not None:
+                self._nvml.close()
+
+    def first_reading(self) -> Snapshot:
+        """A host-only reading cheap enough for the event loop: no NVML, no process scan.
+
+        CPU% covers the time since this sampler was built; rates need a second reading.
+        """
+        return self._reading(gpus=(), gpu_status=GPU_PENDING, nvidia_driver=None,
+                             host_processes=0)
 
     def sample(self, *, host_processes: int = 0) -> Snapshot:
-        """One reading; ``host_processes`` > 0 adds the largest host processes by memory."""
+        """One reading; ``host_processes`` > 0 adds the largest host processes by memory when
+        no GPU process is there to show."""
+        nvml = self.nvml
+        gpus = nvml.read()
+        gpu_status = nvml.status
+        if gpus and all(g.lost for g in gpus):
+            gpu_status = "every GPU fell off the bus (GPU is lost): check dmesg, a reboot may help"
+        if any(g.processes for g in gpus):
+            host_processes = 0  # the pane lists GPU processes then; a host scan would be unseen
+        return self._reading(gpus=gpus, gpu_status=gpu_status,
+                             nvidia_driver=nvml.driver_version, host_processes=host_processes)
+
+    def _reading(self, *, gpus: tuple[GpuStats, ...], gpu_status: str, nvidia_driver: str | None,
+                 host_processes: int) -> Snapshot:
         now = self._clock()
         elapsed = now - self._prev_time if self._prev_time is not None else None
         cpu = self._cpu()
@@ -92,10 +139,6 @@ class TelemetrySampler:
         disks = self._disks()
         disk_io = self._disk_io(elapsed)
         network = self._network(elapsed)
-        gpus = self.nvml.read()
-        gpu_status = self.nvml.status
-        if gpus and all(g.lost for g in gpus):
-            gpu_status = "every GPU fell off the bus (GPU is lost): check dmesg, a reboot may help"
         self._prev_time = now
         snapshot = Snapshot(
             taken_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -109,43 +152,67 @@ class TelemetrySampler:
             network=network,
             gpus=gpus,
             gpu_status=gpu_status,
-            nvidia_driver=self.nvml.driver_version,
+            nvidia_driver=nvidia_driver,
             host_processes=self._host_processes(host_processes) if host_processes else (),
         )
         return _with_diagnosis(snapshot)
 
     def _host_processes(self, limit: int) -> tuple[GpuProcess, ...]:
-        rows = []
-        seen = set()
-        for proc in psutil.process_iter(["pid", "username", "name", "cmdline", "memory_info"]):
-            info = proc.info
-            seen.add(info["pid"])
-            cached = self._proc_cache.setdefault(info["pid"], proc)
+        # Only the resident size of every process (one small read each); who owns it, its
+        # command line and CPU% are read for the few that are shown.
+        sized: list[tuple[int, psutil.Process]] = []
+        for proc in psutil.process_iter():
             try:
-                cpu = cached.cpu_percent(None)
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                sized.append((proc.memory_info().rss, proc))
+            except psutil.Error:
+                continue
+        top = heapq.nlargest(limit, sized, key=lambda item: item[0])
+        described: dict[int, tuple[psutil.Process, str | None, str]] = {}
+        rows = []
+        for rss, proc in top:
+            known = self._described.get(proc.pid)
+            if known is None or known[0] is not proc:
+                known = (proc, *self._describe(proc))
+            described[proc.pid] = known
+            try:
+                cpu: float | None = proc.cpu_percent(None)
+            except psutil.Error:
                 cpu = None
-            mem = info.get("memory_info")
-            cmd = info.get("cmdline") or []
-            rows.append(
-                GpuProcess(
-                    pid=info["pid"],
-                    gpu_index=None,
-                    gpu_memory=None,
-                    kind="host",
-                    user=info.get("username"),
-                    command=" ".join(cmd) if cmd else (info.get("name") or "?"),
-                    cpu_percent=cpu,
-                    rss=mem.rss if mem else None,
-                )
-            )
-        for pid in set(self._proc_cache) - seen:
-            del self._proc_cache[pid]
-        rows.sort(key=lambda p: -(p.rss or 0))
-        return tuple(rows[:limit])
+            rows.append(GpuProcess(pid=proc.pid, gpu_index=None, gpu_memory=None, kind="host",
+                                   user=known[1], command=known[2], cpu_percent=cpu, rss=rss))
+        self._described = described
+        return tuple(rows)
+
+    def _describe(self, proc: psutil.Process) -> tuple[str | None, str]:
+        """(user, command line) of one process; what cannot be read is None or its name."""
+        with proc.oneshot():
+            try:
+                uid: int | None = proc.uids().real
+            except (psutil.Error, AttributeError):  # no uids on Windows
+                uid = None
+            try:
+                cmd: Sequence[str] = proc.cmdline()
+            except psutil.Error:
+                cmd = ()
+            try:
+                name = proc.name()
+            except psutil.Error:
+                name = "?"
+        if uid is None:
+            try:
+                user = proc.username()
+            except psutil.Error:
+                user = None
+        else:
+            if uid not in self._users:
+                self._users[uid] = _user_name(uid)
+            user = self._users[uid]
+        return user, " ".join(cmd) if cmd else (name or "?")
 
     def _cpu(self) -> CpuStats:
-        per_core = tuple(psutil.cpu_percent(None, percpu=True))
+        times = psutil.cpu_times(percpu=True)
+        per_core = tuple(_busy_percent(a, b) for a, b in zip(self._prev_cpu, times, strict=False))
+        self._prev_cpu = times
         freq = None
         try:
             freq = psutil.cpu_freq()
@@ -231,6 +298,28 @@ class TelemetrySampler:
         tx = sum(c.bytes_sent for nic, c in per_nic.items() if nic != "lo")
         previous, self._prev_net = self._prev_net, (rx, tx)
         return NetRates(*_rates(previous, (rx, tx), elapsed))
+
+
+def _busy_percent(before: Any, after: Any) -> float:
+    """CPU busy % of one core between two cpu_times readings, as psutil.cpu_percent counts it:
+    idle and iowait are idle; guest time is already inside user time."""
+    deltas = {f: max(getattr(after, f) - getattr(before, f), 0.0) for f in after._fields}
+    total = sum(deltas.values()) - deltas.get("guest", 0.0) - deltas.get("guest_nice", 0.0)
+    if total <= 0:
+        return 0.0
+    busy = total - deltas["idle"] - deltas.get("iowait", 0.0)
+    return min(max(100.0 * busy / total, 0.0), 100.0)
+
+
+def _user_name(uid: int) -> str | None:
+    try:
+        import pwd
+    except ImportError:
+        return None
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 def _rates(
