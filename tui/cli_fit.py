@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
 KV_CHOICES = ("f16", "q8_0", "q4_0")
+_SHORT_VERDICT = {"gpu": "GPU", "partial": "partial", "cpu": "CPU only", "none": "no fit"}
 VERDICT_STYLE = {"gpu": "bold green", "partial": "bold yellow", "cpu": "bold cyan",
                  "none": "bold red"}
 
@@ -79,7 +80,8 @@ def cmd_fit(args: argparse.Namespace, settings: Any) -> int:
     if args.json:
         print(json.dumps(_json(target, results, budget, hypo, total_cost(models)), indent=2))
     else:
-        _print(target, results, budget, hypo, total_cost(models), gpu_status, args)
+        _print(target, results, budget, hypo, total_cost(models), gpu_status, args,
+               run.flash_attn)
     return EXIT_OK if any(r.placement.fits for r in fitted) else EXIT_NO
 
 
@@ -225,25 +227,27 @@ def _budget_line(budget: HardwareBudget, hypo: dict[str, bool], gpu_status: str)
     return f"this machine: {gpus}; {ram}; {threads}"
 
 
-def _settings_line(p: Placement) -> str:
+def _settings_line(p: Placement, requested_fa: bool | None) -> str:
     s = p.settings
     kv = s.type_k if s.type_k == s.type_v else f"{s.type_k}/{s.type_v}"
-    fa = "auto (on)" if s.flash_attn is None else ("on" if s.flash_attn else "off")
+    on = s.flash_attn is None or s.flash_attn
+    fa = ("on" if on else "off") if requested_fa is not None else f"auto ({'on' if on else 'off'})"
     return f"context {s.n_ctx} · KV cache {kv} · flash attention {fa}"
 
 
 def _print(target: Target, results: list[FitResult | FailedModel], budget: HardwareBudget,
-           hypo: dict[str, bool], cost: Any, gpu_status: str, args: argparse.Namespace) -> None:
+           hypo: dict[str, bool], cost: Any, gpu_status: str, args: argparse.Namespace,
+           requested_fa: bool | None) -> None:
     from rigdeck.core.models.target import FailedModel
     from rigdeck.tui.cli import _console
 
     console = _console()
     if target.is_repo:
-        _print_repo(console, target, results, budget, hypo, cost, gpu_status)
+        _print_repo(console, target, results, budget, hypo, cost, gpu_status, requested_fa)
     else:
         result = results[0]
         assert not isinstance(result, FailedModel)
-        _print_one(console, result, budget, hypo, gpu_status)
+        _print_one(console, result, budget, hypo, gpu_status, requested_fa)
     if hypo["hypothetical_vram"] and budget.gpus and args.gpu is None \
             and budget.gpus[0].bandwidth_bytes_per_s is None:
         console.print("[dim]speed assumes a mid-range GPU; name the card with --gpu "
@@ -251,7 +255,7 @@ def _print(target: Target, results: list[FitResult | FailedModel], budget: Hardw
 
 
 def _print_one(console: Any, r: FitResult, budget: HardwareBudget, hypo: dict[str, bool],
-               gpu_status: str) -> None:
+               gpu_status: str, requested_fa: bool | None) -> None:
     from rich.markup import escape
     from rich.table import Table
 
@@ -267,7 +271,7 @@ def _print_one(console: Any, r: FitResult, budget: HardwareBudget, hypo: dict[st
         console.print(f"[dim]header read: {m.remote.requests} requests, "
                       f"{_gib(m.remote.bytes)} of {_gib(m.file_size)} (nothing downloaded)[/]")
     console.print(f"budget    {escape(_budget_line(budget, hypo, gpu_status))}")
-    console.print(f"settings  {_settings_line(p)}")
+    console.print(f"settings  {_settings_line(p, requested_fa)}")
     console.print()
     style = VERDICT_STYLE[p.verdict if p.fits else "none"]
     mark = "✓" if p.fits else "✗"
@@ -310,7 +314,7 @@ def _print_one(console: Any, r: FitResult, budget: HardwareBudget, hypo: dict[st
 
 def _print_repo(console: Any, target: Target, results: list[FitResult | FailedModel],
                 budget: HardwareBudget, hypo: dict[str, bool], cost: Any,
-                gpu_status: str) -> None:
+                gpu_status: str, requested_fa: bool | None) -> None:
     from rich.markup import escape
     from rich.table import Table
 
@@ -324,25 +328,34 @@ def _print_repo(console: Any, target: Target, results: list[FitResult | FailedMo
         console.print(f"[dim]header reads: {cost.requests} requests, {_gib(cost.bytes)} "
                       "(nothing downloaded)[/]")
     console.print(f"budget    {escape(_budget_line(budget, hypo, gpu_status))}")
-    console.print(f"settings  {_settings_line(first.placement)}")
+    console.print(f"settings  {_settings_line(first.placement, requested_fa)}")
     console.print()
+    quants = [r.quant for r in results]
+    show_file = len(set(quants)) < len(quants)  # two files of one quant: tell them apart
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("quant", "size", "verdict", "VRAM", "RAM", "prompt t/s", "decode t/s", "file"):
-        table.add_column(col, justify="right" if col in {"size", "VRAM", "RAM", "prompt t/s",
-                                                          "decode t/s"} else "left")
+    cols = ["quant", "size", "verdict", "GPU layers", "VRAM", "RAM", "prompt t/s",
+            "decode t/s"] + (["file"] if show_file else [])
+    for col in cols:
+        table.add_column(col, justify="left" if col in {"quant", "verdict", "file"} else "right")
+    failures = []
     for r in results:
         if isinstance(r, FailedModel):
-            table.add_row(escape(r.quant or "?"), _gib(r.file_size), "[red]error[/]", "", "", "",
-                          "", f"{escape(r.label)} [red]{escape(r.error)}[/]")
+            failures.append(r)
+            table.add_row(escape(r.quant or "?"), _gib(r.file_size), "[red]unreadable[/]",
+                          *([""] * 5), *([escape(r.label)] if show_file else []))
             continue
         p = r.placement
         style = VERDICT_STYLE[p.verdict if p.fits else "none"]
-        table.add_row(escape(r.model.quant), _gib(r.model.file_size),
-                      f"[{style}]{escape(_verdict_text(p))}[/]",
+        word = _SHORT_VERDICT[p.verdict] if p.fits else "no fit"
+        table.add_row(escape(r.model.quant), _gib(r.model.file_size), f"[{style}]{word}[/]",
+                      f"{p.gpu_layers}/{p.total_layers}",
                       _gib(p.gpu_bytes) if p.gpu_bytes else "–", _gib(p.host_bytes),
                       _tps(p.prompt_tps) if p.fits else "–",
-                      _tps(p.decode_tps) if p.fits else "–", escape(r.model.label))
+                      _tps(p.decode_tps) if p.fits else "–",
+                      *([escape(r.model.label)] if show_file else []))
     console.print(table)
+    for f in failures:
+        console.print(f"[red]{escape(f.label)}: {escape(f.error)}[/]")
     best = _best(fitted)
     if best is not None:
         console.print(f"\nbest here: [bold]{escape(best.model.quant)}[/] "

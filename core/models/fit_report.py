@@ -23,6 +23,10 @@ class FitResult:
     model: ResolvedModel
     placement: Placement
 
+    @property
+    def quant(self) -> str:
+        return self.model.quant
+
 
 def run_settings(*, ctx: int | None, kv: str | None, flash_attn: bool | None,
                  config: Any = None) -> RunSettings:

@@ -15,6 +15,7 @@ Remote models are read from their headers alone, with a few HTTP range requests 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -30,6 +31,8 @@ if TYPE_CHECKING:  # the Hub client pulls in huggingface_hub; local fits never n
     from rigdeck.core.models.hub import Hub, HubFile
 
 HF_PREFIX = "hf:"
+# The Hub's own rule for owner and repo names (huggingface_hub validates the same way).
+_REPO_PART_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
 KiB = 1 << 10
 # Parts after the first of a split hold only their tensor table (tens of KiB): small reads.
 _PART_FETCH = 256 * KiB
@@ -132,6 +135,10 @@ def parse_target(text: str) -> Target:
         name, _, revision = name.partition("@")
         if not name or not revision:
             raise FitError(f"{raw!r}: write a revision as hf:OWNER/NAME@REVISION")
+    for part in (owner, name):
+        if not _REPO_PART_RE.match(part) or len(owner) + len(name) > 95:
+            raise FitError(f"{raw!r}: {owner}/{name} is not a valid repo name (letters, digits, "
+                           "'-', '_' and '.')")
     filename = "/".join(pieces[2:]) or None
     if filename is not None and not filename.lower().endswith(".gguf"):
         if quant is not None or "/" in filename:
