@@ -154,12 +154,14 @@ def parse_target(text: str) -> Target:
 
 def load_local(path: str | os.PathLike[str]) -> ResolvedModel:
     """Read a local GGUF (a split model from any of its parts) into a ResolvedModel."""
-    p = Path(path).expanduser()
+    # Absolute, not resolved: a path into the HF cache stays the snapshot path a user knows.
+    p = Path(path).expanduser().absolute()
+    given = Path(path).expanduser()
     if not p.exists() and split_part(p.name) is None:
         hint = ""
-        if not p.is_absolute() and len(p.parts) == 2 and p.suffix.lower() != ".gguf":
-            hint = f" (for a Hugging Face repo write hf:{p.as_posix()})"
-        raise ModelFileError(f"{p}: no such file{hint}")
+        if not given.is_absolute() and len(given.parts) == 2 and given.suffix.lower() != ".gguf":
+            hint = f" (for a Hugging Face repo write hf:{given.as_posix()})"
+        raise ModelFileError(f"{given}: no such file{hint}")
     header = read_gguf(p)
     parts = header.parts or (str(p),)
     info = ModelInfo.from_header(header)
