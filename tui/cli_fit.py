@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from typing import TYPE_CHECKING, Any
 
 from rigdeck.core.errors import FitError
@@ -54,7 +53,6 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_fit(args: argparse.Namespace, settings: Any) -> int:
-    _quiet_hub()
     from rigdeck.core.models.fit_report import fit_all, run_settings
     from rigdeck.core.models.target import FailedModel, parse_target, resolve, total_cost
 
@@ -63,6 +61,8 @@ def cmd_fit(args: argparse.Namespace, settings: Any) -> int:
     if args.threads is not None and args.threads < 1:
         raise FitError(f"--threads {args.threads}: use 1 or more")
     target = parse_target(args.target)
+    if target.is_remote:
+        _quiet_hub()
     # Cheap checks first: a typo in a flag must not cost a Hub round trip.
     run = run_settings(ctx=args.ctx, kv=args.kv, flash_attn=args.flash_attn,
                        config=getattr(settings, "models", None))
@@ -93,9 +93,10 @@ HANDLERS = {"fit": cmd_fit}
 
 
 def _quiet_hub() -> None:
-    """Keep stderr to rigdeck's own lines: no progress bars or advisory warnings from the Hub."""
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1")
+    """Keep stderr to rigdeck's own lines: no advisory warnings or log lines from the Hub client.
+
+    A fit reads headers only, so the client's download progress bars never start.
+    """
     import logging
     import warnings
 
