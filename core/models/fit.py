@@ -873,5 +873,9 @@ def _upgrades(model: ModelInfo, budget: HardwareBudget, s: RunSettings, base: Pl
             return
         upgraded = replace(budget, gpus=(GpuBudget(0, card, size * GiB, size * GiB,
                                                    speed.gpu_spec(card)[0]),),
-                           name=f"a {size} GB GPU")
-        attempt(f"a {size} GB GPU ({card}-class)", "gpu", model, upgraded, s)
+                           name=f"{_article(size)} {size} GB GPU")
+        attempt(f"{_article(size)} {size} GB GPU ({card}-class)", "gpu", model, upgraded, s)
+
+
+def _article(n: int) -> str:
+    return "an" if str(n).startswith(("8", "11", "18")) else "a"
