@@ -197,8 +197,9 @@ class ModelsPane(Vertical):
         yield Static("Reading the machine…", id="models-budget")
         yield Static(id="models-controls")
         yield Static(id="models-notice", classes="-empty")
+        # Disabled while closed, so it never takes the focus from the table.
         yield Input(placeholder="search the Hub for GGUF models, e.g. llama 8b (escape closes)",
-                    id="models-search")
+                    id="models-search", disabled=True)
         table: DataTable[str] = DataTable(id="models-table", cursor_type="row",
                                           zebra_stripes=True)
         yield table
@@ -480,6 +481,7 @@ class ModelsPane(Vertical):
     # -- the Hub ---------------------------------------------------------------------------------
     def action_search(self) -> None:
         field = self.query_one("#models-search", Input)
+        field.disabled = False
         field.add_class("-open")
         field.focus()
 
@@ -499,6 +501,7 @@ class ModelsPane(Vertical):
     def _close_search(self) -> None:
         field = self.query_one("#models-search", Input)
         field.remove_class("-open")
+        field.disabled = True
         self.query_one("#models-table", DataTable).focus()
 
     @work(thread=True, exclusive=True, group="models-hub", exit_on_error=False)
