@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from textual.widgets import DataTable, Static, TabbedContent
+from textual.widgets import Static, TabbedContent
 
 from rigdeck.core.config import load_settings, with_overrides
 from rigdeck.core.state import AppState
@@ -16,6 +16,7 @@ from rigdeck.core.telemetry.sampler import TelemetrySampler
 from rigdeck.tui.app import RigdeckApp
 from rigdeck.tui.panes.telemetry import TelemetryPane
 from rigdeck.tui.screens import ConfirmScreen, DoctorScreen, HelpScreen
+from rigdeck.tui.widgets.process_list import ProcessList
 from tests.support.fake_nvml import FakeGpu, FakeNvml
 from tests.support.fixed_snapshot import FixedSampler, gpu_box, no_gpu_box
 
@@ -49,7 +50,7 @@ async def test_telemetry_pane_shows_gpu_cpu_and_the_bottleneck(tmp_path):
         assert "VRAM 8.9/9.3 GiB used by pid 4121 python" in text_of(app, "#diagnosis")
         assert "RTX 3080" in text_of(app, "#gpu-0-title")
         assert "throttled: power cap" in text_of(app, "#gpu-0-title")
-        table = app.query_one("#processes", DataTable)
+        table = app.query_one("#processes", ProcessList)
         assert table.row_count == 2
         assert table.get_row_at(0)[0] == "4121"
         assert "gpubox" in text_of(app, "#statusbar")
@@ -102,7 +103,7 @@ async def test_sort_cycles_through_keys(tmp_path):
     app = make_app(tmp_path)
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(app, pilot)
-        table = app.query_one("#processes", DataTable)
+        table = app.query_one("#processes", ProcessList)
         assert table.get_row_at(0)[0] == "4121"  # by memory
         await pilot.press("s")  # by CPU%
         assert table.get_row_at(0)[0] == "4121"
@@ -129,7 +130,7 @@ async def test_sigterm_after_confirmation_stops_the_process(tmp_path, sleeper):
     app = make_app(tmp_path, sampler_factory=gpu_sampler_with(sleeper.pid))
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(app, pilot)
-        table = app.query_one("#processes", DataTable)
+        table = app.query_one("#processes", ProcessList)
         assert table.get_row_at(0)[0] == str(sleeper.pid)
         await pilot.press("k")
         assert isinstance(app.screen, ConfirmScreen)

@@ -24,7 +24,7 @@ from rigdeck.core.state import AppState
 from rigdeck.core.telemetry.history import History
 from rigdeck.core.telemetry.processes import send_signal
 from rigdeck.core.telemetry.sampler import TelemetrySampler, default_watched_paths
-from rigdeck.core.telemetry.snapshot import Snapshot
+from rigdeck.core.telemetry.snapshot import GPU_PENDING, Snapshot
 from rigdeck.core.themes import ThemeSpec, builtin_themes, default_theme_name, user_themes
 from rigdeck.core.units import format_duration
 from rigdeck.tui.panes.chat import ChatPane
@@ -92,7 +92,10 @@ class RigdeckApp(App[None]):
         self.settings = settings or load_settings()
         super().__init__()
         self._sampler_factory = sampler_factory or self._default_sampler
-        self._sampler: TelemetrySampler | None = None
+        # Built now (cheap: NVML starts in the worker) so the first reading, taken when the
+        # screen mounts, has a real interval for CPU%.
+        self._sampler: TelemetrySampler | None = self._sampler_factory()
+        self._statusbar_shown: tuple[object, ...] | None = None
         self.state = state or AppState()
         interval = self.settings.telemetry.refresh_s
         self.history = History(int(self.settings.telemetry.history_minutes * 60 / interval))
@@ -126,7 +129,7 @@ class RigdeckApp(App[None]):
             self.notify(warning, title="config", severity="warning", timeout=10)
         self.theme_changed_signal.subscribe(self, self._remember_theme)
         self.query_one("#processes").focus()
-        self._sample()
+        self._start_telemetry()
 
     # -- themes ------------------------------------------------------------------------------
     def _load_themes(self) -> None:
@@ -153,6 +156,18 @@ class RigdeckApp(App[None]):
     def _default_sampler(self) -> TelemetrySampler:
         dirs = [*self.settings.models.dirs, *self.settings.telemetry.watch_dirs]
         return TelemetrySampler(watched=default_watched_paths(dirs))
+
+    def _start_telemetry(self) -> None:
+        """Draw a host-only reading into the first frame; the full reading (NVML start, the
+        process scan) starts in a worker once that frame is painted, so it never delays it."""
+        if self._sampler is not None:
+            snap = self._sampler.first_reading()
+            # Not recorded in the history: it has no GPUs and its CPU% is rigdeck's own start.
+            self.latest = snap
+            self._update_statusbar(snap)
+            if self._active_pane() == "telemetry":
+                self.query_one(TelemetryPane).show_snapshot(snap, self.history)
+        self.call_after_refresh(self._sample)
 
     def _sample(self) -> None:
         """Start one reading. Runs on the event loop: only the worker below leaves it."""
@@ -202,13 +217,18 @@ class RigdeckApp(App[None]):
     def _update_statusbar(self, snap: Snapshot) -> None:
         uptime = "" if self._clock_free else f"  up {format_duration(snap.uptime_s)}"
         host = "host" if self._clock_free else snap.hostname
-        gpus = f"{len(snap.gpus)} GPU" if snap.gpus else "no GPU"
-        pane = self.query_one(TelemetryPane)
+        if snap.gpus:
+            gpus = f"{len(snap.gpus)} GPU"
+        else:
+            gpus = "GPU …" if snap.gpu_status == GPU_PENDING else "no GPU"
+        paused = self.query_one(TelemetryPane).paused
+        line = f"  {host}{uptime}  {gpus}  running: {self.running_label}"
+        if (line, paused) == self._statusbar_shown:
+            return  # the same words: no redraw
+        self._statusbar_shown = (line, paused)
         self.query_one("#statusbar", Static).update(
             Content.assemble(
-                ("rigdeck", "bold"),
-                f"  {host}{uptime}  {gpus}  running: {self.running_label}",
-                ("  ⏸ paused" if pane.paused else "", "$warning"),
+                ("rigdeck", "bold"), line, ("  ⏸ paused" if paused else "", "$warning")
             ),
             layout=False,
         )

@@ -23,6 +23,7 @@ import psutil
 from rigdeck.core.telemetry.diagnosis import diagnose
 from rigdeck.core.telemetry.nvml import NvmlReader
 from rigdeck.core.telemetry.snapshot import (
+    GPU_PENDING,
     CpuStats,
     DiskStats,
     GpuProcess,
@@ -32,9 +33,6 @@ from rigdeck.core.telemetry.snapshot import (
     NetRates,
     Snapshot,
 )
-
-# What the first, host-only reading says about GPUs until NVML has been asked (a second later).
-GPU_PENDING = "reading GPUs…"
 
 
 def default_watched_paths(extra_dirs: Iterable[Path] = ()) -> list[tuple[str, Path]]:

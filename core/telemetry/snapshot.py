@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# ``Snapshot.gpu_status`` of a first, host-only reading: NVML has not been asked yet.
+GPU_PENDING = "reading GPUs…"
+
 
 @dataclass(frozen=True)
 class CpuStats:

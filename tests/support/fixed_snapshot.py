@@ -98,6 +98,9 @@ class FixedSampler:
         self.nvml = _NoNvml()
         self.samples = 0
 
+    def first_reading(self) -> Snapshot:
+        return self.snapshot
+
     def sample(self, *, host_processes: int = 0) -> Snapshot:
         self.samples += 1
         return self.snapshot

@@ -7,19 +7,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.message import Message
 from textual.reactive import reactive
-from textual.widgets import DataTable, Sparkline, Static
+from textual.widgets import Sparkline
 
 from rigdeck.core.telemetry.history import History
-from rigdeck.core.telemetry.snapshot import GpuProcess, GpuStats, Snapshot
+from rigdeck.core.telemetry.snapshot import GPU_PENDING, GpuProcess, GpuStats, Snapshot
 from rigdeck.core.units import format_bytes, format_rate
 from rigdeck.tui.widgets.meter import Meter
+from rigdeck.tui.widgets.process_list import Column, ProcessList
+from rigdeck.tui.widgets.text_line import TextLine
 
 SORT_KEYS: tuple[tuple[str, str], ...] = (
     ("memory", "GPU/host memory"),
@@ -28,13 +29,38 @@ SORT_KEYS: tuple[tuple[str, str], ...] = (
 )
 _CORE_BLOCKS = " ▁▂▃▄▅▆▇█"
 HOST_PROCESS_ROWS = 30
-# Rebuilding the process table is the most expensive draw per tick; a process list that moves
-# every few seconds is what nvtop and btop users read anyway.
+# The host process scan is the costliest read per tick; a process list that moves every few
+# seconds is what nvtop and btop users read anyway.
 PROCESS_REFRESH_S = 3.0
+PROCESS_COLUMNS = (
+    Column("PID", "right"),
+    Column("USER", max_width=10),
+    Column("GPU"),
+    Column("GPU MEM", "right"),
+    Column("CPU%", "right"),
+    Column("RSS", "right"),
+    Column("COMMAND"),
+)
 
 
 def _gb(n: int | None) -> str:
     return "N/A" if n is None else f"{n / 1024**3:.1f}"
+
+
+def process_cells(p: GpuProcess) -> tuple[str, ...]:
+    return (
+        str(p.pid),
+        p.user or "?",
+        "-" if p.gpu_index is None else str(p.gpu_index),
+        format_bytes(p.gpu_memory) if p.gpu_memory is not None else "-",
+        "N/A" if p.cpu_percent is None else f"{p.cpu_percent:.0f}",
+        format_bytes(p.rss),
+        p.command[:200],
+    )
+
+
+def _no_gpu_text(status: str) -> str:
+    return "Reading GPUs…" if status == GPU_PENDING else f"No GPU readings: {status}"
 
 
 def core_strip(per_core: tuple[float, ...]) -> str:
@@ -63,23 +89,29 @@ class GpuCard(Vertical):
         self.index = index
 
     def compose(self) -> ComposeResult:
-        yield Static(classes="gpu-title", id=f"gpu-{self.index}-title")
+        i = self.index
+        self._title = TextLine(classes="gpu-title", id=f"gpu-{i}-title")
+        self._util = Meter("util", id=f"gpu-{i}-util")
+        self._mem = Meter("vram", id=f"gpu-{i}-mem")
+        self._power = Meter("pwr", id=f"gpu-{i}-power")
+        self._graphs = {
+            key: Sparkline([], id=f"gpu-{i}-{key}-hist", summary_function=max)
+            for key in ("util", "mem", "power")
+        }
+        yield self._title
         with Horizontal(classes="meter-row"):
-            yield Meter("util", id=f"gpu-{self.index}-util")
-            yield Meter("vram", id=f"gpu-{self.index}-mem")
-            yield Meter("pwr", id=f"gpu-{self.index}-power")
+            yield self._util
+            yield self._mem
+            yield self._power
         with Horizontal(classes="meter-row"):
-            yield Sparkline([], id=f"gpu-{self.index}-util-hist", summary_function=max)
-            yield Sparkline([], id=f"gpu-{self.index}-mem-hist", summary_function=max)
-            yield Sparkline([], id=f"gpu-{self.index}-power-hist", summary_function=max)
+            yield from self._graphs.values()
 
     def show(self, gpu: GpuStats, history: History) -> None:
         i = self.index
-        title = self.query_one(f"#gpu-{i}-title", Static)
         if gpu.lost:
-            title.update(Content.from_markup(
+            self._title.show_markup(
                 f"[b]GPU {i}[/b] {gpu.name} [$error]lost: fell off the bus (check dmesg)[/]"
-            ))
+            )
             return
         parts = [f"[b]GPU {i}[/b] {gpu.name}"]
         if gpu.temperature_c is not None:
@@ -94,9 +126,9 @@ class GpuCard(Vertical):
             parts.append(f"mem {gpu.mem_clock_mhz} MHz")
         if gpu.pcie_rx_bps is not None or gpu.pcie_tx_bps is not None:
             parts.append(f"pcie ↓{format_rate(gpu.pcie_rx_bps)} ↑{format_rate(gpu.pcie_tx_bps)}")
-        title.update(Content.from_markup("  ".join(parts)))
+        self._title.show_markup("  ".join(parts))
         util = gpu.util_percent
-        self.query_one(f"#gpu-{i}-util", Meter).set(
+        self._util.set(
             None if util is None else util / 100, "N/A" if util is None else f"{util:.0f}%"
         )
         mem_frac = (
@@ -104,19 +136,15 @@ class GpuCard(Vertical):
             if gpu.memory_used is not None and gpu.memory_total
             else None
         )
-        self.query_one(f"#gpu-{i}-mem", Meter).set(
-            mem_frac, f"{_gb(gpu.memory_used)}/{_gb(gpu.memory_total)}G"
-        )
+        self._mem.set(mem_frac, f"{_gb(gpu.memory_used)}/{_gb(gpu.memory_total)}G")
         if gpu.power_w is not None:
             frac = gpu.power_w / gpu.power_limit_w if gpu.power_limit_w else None
             limit = f"/{gpu.power_limit_w:.0f}" if gpu.power_limit_w else ""
-            self.query_one(f"#gpu-{i}-power", Meter).set(frac, f"{gpu.power_w:.0f}{limit}W")
+            self._power.set(frac, f"{gpu.power_w:.0f}{limit}W")
         else:
-            self.query_one(f"#gpu-{i}-power", Meter).set(None, "N/A")
-        for key in ("util", "mem", "power"):
-            self.query_one(f"#gpu-{i}-{key}-hist", Sparkline).data = history.series(
-                f"gpu{i}.{key}"
-            )
+            self._power.set(None, "N/A")
+        for key, graph in self._graphs.items():
+            graph.data = history.series(f"gpu{i}.{key}")
 
 
 class TelemetryPane(Vertical):
@@ -149,32 +177,46 @@ class TelemetryPane(Vertical):
         super().__init__(id=id)
         self._snapshot: Snapshot | None = None
         self._history: History | None = None
-        self._gpu_count = -1
+        self._gpu_key: tuple[int, str] | None = None
         self._rows: list[GpuProcess] = []
-        self._rows_drawn_at: float | None = None
+        self._rows_from: tuple[GpuProcess, ...] | None = None
+        self._diagnosis_lines = 1
+        # Kept as attributes: a query per widget per tick costs more than drawing the figures.
+        self._diagnosis = TextLine("Reading the machine…", id="diagnosis")
+        self._cpu_meter = Meter("CPU", id="cpu-meter")
+        self._cpu_cores = TextLine(id="cpu-cores")
+        self._cpu_hist = Sparkline([], id="cpu-hist", summary_function=max)
+        self._ram_meter = Meter("RAM", id="ram-meter")
+        self._swap_meter = Meter("swap", id="swap-meter")
+        self._ram_hist = Sparkline([], id="ram-hist", summary_function=max)
+        self._gpu_box = Vertical(id="gpu-box", classes="box")
+        self._io_line = TextLine(id="io-line")
+        self._processes = ProcessList(PROCESS_COLUMNS, id="processes")
+        self._no_gpu: TextLine | None = None
 
     def compose(self) -> ComposeResult:
-        yield Static("Reading the machine…", id="diagnosis")
+        yield self._diagnosis
         with Horizontal(id="host-row"):
             with Vertical(id="cpu-box", classes="box"):
-                yield Meter("CPU", id="cpu-meter")
-                yield Static(id="cpu-cores")
-                yield Sparkline([], id="cpu-hist", summary_function=max)
+                yield self._cpu_meter
+                yield self._cpu_cores
+                yield self._cpu_hist
             with Vertical(id="mem-box", classes="box"):
-                yield Meter("RAM", id="ram-meter")
-                yield Meter("swap", id="swap-meter")
-                yield Sparkline([], id="ram-hist", summary_function=max)
-        yield Vertical(id="gpu-box", classes="box")
-        yield Static(id="io-line")
-        table: DataTable[str] = DataTable(id="processes", cursor_type="row", zebra_stripes=True)
-        yield table
+                yield self._ram_meter
+                yield self._swap_meter
+                yield self._ram_hist
+        yield self._gpu_box
+        yield self._io_line
+        yield self._processes
 
     def on_mount(self) -> None:
-        table = self.query_one("#processes", DataTable)
-        table.add_columns("PID", "USER", "GPU", "GPU MEM", "CPU%", "RSS", "COMMAND")
-        self.query_one("#gpu-box").border_title = "GPUs"
+        self._gpu_box.border_title = "GPUs"
         self.query_one("#cpu-box").border_title = "CPU"
         self.query_one("#mem-box").border_title = "Memory"
+
+    @property
+    def process_list(self) -> ProcessList:
+        return self._processes
 
     # -- rendering -------------------------------------------------------------------------
     def show_snapshot(self, snapshot: Snapshot, history: History) -> None:
@@ -188,55 +230,63 @@ class TelemetryPane(Vertical):
         snap, history = self._snapshot, self._history
         if snap is None or history is None:
             return
-        limit = snap.diagnosis.limit
-        style = "$success" if limit == "none" else "$warning"
-        self.query_one("#diagnosis", Static).update(
-            Content.assemble(("● ", style), snap.diagnosis.headline)
-        )
+        self._show_diagnosis(snap)
         self._show_host(snap, history)
         self._show_gpus(snap, history)
         self._show_io(snap)
-        due = self._rows_drawn_at is None or snap.monotonic - self._rows_drawn_at >= (
-            PROCESS_REFRESH_S
+        self._show_processes(snap)
+
+    def _show_diagnosis(self, snap: Snapshot) -> None:
+        headline = snap.diagnosis.headline
+        style = "$success" if snap.diagnosis.limit == "none" else "$warning"
+        # The line may wrap to a second row: relayout only when its height changes.
+        width = self._diagnosis.content_region.width or self.size.width
+        lines = 1 if len(headline) + 2 <= max(width, 1) else 2
+        self._diagnosis.show(
+            Content.assemble(("● ", style), headline), key=(style, headline),
+            layout=lines != self._diagnosis_lines,
         )
-        if due or not self._rows:
-            self._show_processes(snap)
+        self._diagnosis_lines = lines
 
     def _show_host(self, snap: Snapshot, history: History) -> None:
         cpu = snap.cpu
         freq = f" {cpu.freq_mhz / 1000:.1f}GHz" if cpu.freq_mhz else ""
         load = f" load {cpu.load_avg[0]:.1f}" if cpu.load_avg else ""
-        self.query_one("#cpu-meter", Meter).set(cpu.percent / 100, f"{cpu.percent:3.0f}%{freq}")
-        self.query_one("#cpu-cores", Static).update(
-            Content(f"{cpu.logical_cores} cores {core_strip(cpu.per_core)}{load}"), layout=False
-        )
-        self.query_one("#cpu-hist", Sparkline).data = history.series("cpu")
+        self._cpu_meter.set(cpu.percent / 100, f"{cpu.percent:3.0f}%{freq}")
+        self._cpu_cores.show(f"{cpu.logical_cores} cores {core_strip(cpu.per_core)}{load}")
         mem = snap.memory
-        self.query_one("#ram-meter", Meter).set(
+        self._ram_meter.set(
             mem.used / mem.total if mem.total else None, f"{_gb(mem.used)}/{_gb(mem.total)}G"
         )
-        self.query_one("#swap-meter", Meter).set(
+        self._swap_meter.set(
             mem.swap_used / mem.swap_total if mem.swap_total else None,
             f"{_gb(mem.swap_used)}/{_gb(mem.swap_total)}G" if mem.swap_total else "none",
         )
-        self.query_one("#ram-hist", Sparkline).data = history.series("ram")
+        self._cpu_hist.data = history.series("cpu")
+        self._ram_hist.data = history.series("ram")
 
     def _show_gpus(self, snap: Snapshot, history: History) -> None:
-        box = self.query_one("#gpu-box", Vertical)
-        if len(snap.gpus) != self._gpu_count:
+        box = self._gpu_box
+        key = (len(snap.gpus), "" if snap.gpus else snap.gpu_status)
+        if key != self._gpu_key:
             # GPUs appear or vanish only when the driver changes: rebuild the cards then.
-            self._gpu_count = len(snap.gpus)
+            rebuild = self._gpu_key is None or key[0] != self._gpu_key[0]
+            self._gpu_key = key
+            if not snap.gpus and not rebuild and self._no_gpu is not None:
+                self._no_gpu.show(_no_gpu_text(snap.gpu_status), layout=True)
+                return
             box.remove_children()
+            self._no_gpu = None
             if snap.gpus:
                 box.mount_all([GpuCard(g.index) for g in snap.gpus])
+                self.call_after_refresh(self._show_gpus, snap, history)
             else:
-                box.mount(Static(Content(f"No GPU readings: {snap.gpu_status}"), id="no-gpu"))
-            self.call_after_refresh(self._show_gpus, snap, history)
+                self._no_gpu = TextLine(_no_gpu_text(snap.gpu_status), id="no-gpu")
+                box.mount(self._no_gpu)
             return
-        for gpu in snap.gpus:
-            cards = box.query(f"#gpu-{gpu.index}").results(GpuCard)
-            for card in cards:
-                card.show(gpu, history)
+        for card in box.children:
+            if isinstance(card, GpuCard) and card.index < len(snap.gpus):
+                card.show(snap.gpus[card.index], history)
 
     def _show_io(self, snap: Snapshot) -> None:
         disks = "  ".join(
@@ -245,50 +295,41 @@ class TelemetryPane(Vertical):
         )
         io = snap.disk_io
         net = snap.network
-        self.query_one("#io-line", Static).update(
-            Content(
-                f"disk {disks}  r {format_rate(io.read_bps)} w {format_rate(io.write_bps)}  │  "
-                f"net ↓{format_rate(net.rx_bps)} ↑{format_rate(net.tx_bps)}"
-            ),
-            layout=False,
+        self._io_line.show(
+            f"disk {disks}  r {format_rate(io.read_bps)} w {format_rate(io.write_bps)}  │  "
+            f"net ↓{format_rate(net.rx_bps)} ↑{format_rate(net.tx_bps)}"
         )
 
-    def _show_processes(self, snap: Snapshot) -> None:
-        rows = [p for g in snap.gpus for p in g.processes] or list(snap.host_processes)
-        key, _ = SORT_KEYS[self.sort_index]
+    def _show_processes(self, snap: Snapshot, *, force: bool = False) -> None:
+        gpu_rows = tuple(p for g in snap.gpus for p in g.processes)
+        if gpu_rows:
+            source = gpu_rows
+        elif snap.host_processes:
+            source = snap.host_processes
+        elif self._rows_from and self._rows_from[0].gpu_index is None:
+            source = self._rows_from  # host processes come every few readings: keep the last
+        else:
+            source = ()
+        if source == self._rows_from and not force:
+            return
+        self._rows_from = source
+        rows = list(source)
+        key, label = SORT_KEYS[self.sort_index]
         if key == "memory":
             rows.sort(key=lambda p: -((p.gpu_memory or 0) * 1024 + (p.rss or 0) // 1024**2))
         elif key == "cpu":
             rows.sort(key=lambda p: -(p.cpu_percent or 0.0))
         else:
             rows.sort(key=lambda p: p.pid)
-        self._rows_drawn_at = snap.monotonic
-        table = self.query_one("#processes", DataTable)
-        selected = self._rows[table.cursor_row].pid if 0 <= table.cursor_row < len(
-            self._rows
-        ) else None
         self._rows = rows
-        table.border_title = (
-            "GPU processes" if any(g.processes for g in snap.gpus) else
-            ("Processes (no GPU process: largest host processes)")
-        ) + f" — sorted by {SORT_KEYS[self.sort_index][1]}"
-        table.clear()
-        for p in rows:
-            table.add_row(
-                str(p.pid),
-                (p.user or "?")[:10],
-                "-" if p.gpu_index is None else str(p.gpu_index),
-                format_bytes(p.gpu_memory) if p.gpu_memory is not None else "-",
-                "N/A" if p.cpu_percent is None else f"{p.cpu_percent:.0f}",
-                format_bytes(p.rss),
-                p.command[:200],
-                key=f"{p.gpu_index}:{p.pid}",
-            )
-        if selected is not None:
-            for i, p in enumerate(rows):
-                if p.pid == selected:
-                    table.move_cursor(row=i, animate=False)
-                    break
+        title = (
+            "GPU processes" if gpu_rows else
+            "Processes (no GPU process: largest host processes)"
+        ) + f" — sorted by {label}"
+        table = self._processes
+        if table.border_title != title:
+            table.border_title = title
+        table.set_rows([process_cells(p) for p in rows], [(p.gpu_index, p.pid) for p in rows])
 
     # -- actions ---------------------------------------------------------------------------
     def watch_paused(self, paused: bool) -> None:
@@ -304,13 +345,11 @@ class TelemetryPane(Vertical):
     def action_cycle_sort(self) -> None:
         self.sort_index = (self.sort_index + 1) % len(SORT_KEYS)
         if self._snapshot is not None:
-            self._show_processes(self._snapshot)
+            self._show_processes(self._snapshot, force=True)
 
     def selected_process(self) -> GpuProcess | None:
-        table = self.query_one("#processes", DataTable)
-        if 0 <= table.cursor_row < len(self._rows):
-            return self._rows[table.cursor_row]
-        return None
+        row = self._processes.cursor_row
+        return self._rows[row] if 0 <= row < len(self._rows) else None
 
     def action_signal(self, name: str) -> None:
         proc = self.selected_process()
@@ -318,7 +357,3 @@ class TelemetryPane(Vertical):
             self.notify("no process selected", severity="warning")
             return
         self.post_message(self.SignalRequested(SignalRequest(proc.pid, proc.command, name)))
-
-    @on(DataTable.RowSelected, "#processes")
-    def _row_chosen(self, event: DataTable.RowSelected) -> None:
-        event.stop()
