@@ -179,7 +179,8 @@ async def test_regenerate_copy_save_and_clear(tmp_path: Path) -> None:
         assert len(saved) == 1 and str(saved[0]) in text_of(app, "#chat-status")
         body = saved[0].read_text()
         assert "Name a colour." in body and answer.strip() in body
-        record = json.loads(saved[0].with_suffix(".json").read_text())
+        assert saved[0].name.endswith("SmolLM2-135M-Instruct.Q4_1.md")
+        record = json.loads(saved[0].with_name(saved[0].stem + ".json").read_text())
         assert [m["role"] for m in record["messages"]] == ["user", "assistant"]
 
         await pilot.press("ctrl+l")

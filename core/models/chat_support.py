@@ -162,10 +162,13 @@ def reply_line(stats: GenerationStats) -> str:
     return f"{stats.decode_tokens} tokens, {', '.join(speeds) or 'no timing'} · {ended}"
 
 
-def conversation_path(folder: Path, model_path: str, when: datetime) -> Path:
-    """Where a saved chat goes, without its suffix: ``<folder>/<time>-<model>``."""
+def conversation_path(folder: Path, model_path: str, when: datetime, suffix: str) -> Path:
+    """Where a saved chat goes: ``<folder>/<time>-<model><suffix>``.
+
+    The suffix is appended, not swapped in: model names carry dots ("...Instruct.Q4_1").
+    """
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(model_path).stem).strip("-") or "model"
-    return folder / f"{when.strftime('%Y%m%d-%H%M%S')}-{stem}"
+    return folder / f"{when.strftime('%Y%m%d-%H%M%S')}-{stem}{suffix}"
 
 
 def chats_dir() -> Path:

@@ -511,20 +511,20 @@ class ChatPane(Vertical):
         if self._replying:
             self._set_activity("a reply is streaming: stop it (ctrl+g) or wait, then save")
             return
-        base = conversation_path(chats_dir(), self._session.model.plan.model_path, datetime.now())
-        self._save(self._session, base)
+        model_path, now = self._session.model.plan.model_path, datetime.now()
+        markdown, data = (conversation_path(chats_dir(), model_path, now, suffix)
+                          for suffix in (".md", ".json"))
+        self._save(self._session, markdown, data)
 
     @work(thread=True, exclusive=True, group="chat-save", exit_on_error=False)
-    def _save(self, session: ChatSession, base: Path) -> None:
+    def _save(self, session: ChatSession, markdown: Path, data: Path) -> None:
         try:
-            markdown = session.save(base.with_suffix(".md"))
-            session.save(base.with_suffix(".json"))
+            session.save(markdown)
+            session.save(data)
         except RigdeckError as exc:
             self.app.call_from_thread(self._set_activity, str(exc))
             return
-        self.app.call_from_thread(
-            self._set_activity, f"saved {markdown} (and {base.with_suffix('.json').name})"
-        )
+        self.app.call_from_thread(self._set_activity, f"saved {markdown} (and {data.name})")
 
     # -- models ----------------------------------------------------------------------------------
     def action_demo(self) -> None:

@@ -1,0 +1,90 @@
+"""The chat pane's UI-free helpers: typed sampling, progress, measured-vs-predicted lines."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from rigdeck.core.config import ModelSettings
+from rigdeck.core.errors import RunError
+from rigdeck.core.models.chat_support import (
+    conversation_path,
+    load_fraction,
+    measured_line,
+    parse_sampling,
+    progress_text,
+    reply_line,
+    run_settings,
+)
+from rigdeck.core.models.runner import GenerationStats, LoadStats, RunPlan
+
+MiB = 1 << 20
+
+
+def test_sampling_from_text() -> None:
+    s = parse_sampling("0", " 0.9 ", "128", "")
+    assert (s.temperature, s.top_p, s.max_tokens, s.seed) == (0.0, 0.9, 128, None)
+    assert parse_sampling("1", "1", "1", "42").seed == 42
+    assert parse_sampling("1", "1", "1", "random").seed is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        (("hot", "1", "1", ""), "temperature"),
+        (("1", "1.5", "1", ""), "top-p"),
+        (("1", "1", "0", ""), "max tokens"),
+        (("1", "1", "2.5", ""), "max tokens"),
+        (("1", "1", "1", "abc"), "seed"),
+    ],
+)
+def test_a_wrong_field_is_named_in_one_line(fields: tuple[str, str, str, str], named: str) -> None:
+    with pytest.raises(RunError, match=named) as info:
+        parse_sampling(*fields)
+    assert "\n" not in str(info.value)
+
+
+def test_progress_only_moves_forward_across_phases() -> None:
+    steps = [("reading", 0.0), ("reading", 1.0), ("loading", 0.0), ("loading", 0.5),
+             ("loading", 1.0), ("warming", 0.0), ("warming", 1.0)]
+    fractions = [load_fraction(p, f) for p, f in steps]
+    assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
+    assert "50%" in progress_text("m", "loading", 0.5) and "loading weights" in progress_text(
+        "m", "loading", 0.5)
+
+
+def test_measured_beside_predicted_on_the_cpu() -> None:
+    plan = RunPlan("m.gguf", predicted_ram_bytes=400 * MiB, predicted_decode_tps=91.0)
+    load = LoadStats(load_seconds=0.5, host_rss_delta_bytes=210 * MiB, gpu_bytes=None)
+    assert measured_line(plan, load) == (
+        "predicted 400.0 MiB / measured 210.0 MiB, tok/s after the first reply (predicted 91)"
+    )
+    reply = GenerationStats(
+        prompt_tokens=10, prompt_tokens_evaluated=10, decode_tokens=20, prompt_tps=200.0,
+        decode_tps=76.4, wall_decode_tps=75.0, time_to_first_token_s=0.1, total_s=0.4,
+        finish_reason="cancelled", timing_source="llama.cpp")
+    assert measured_line(plan, load, reply).endswith(", 76 tok/s (predicted 91)")
+    assert reply_line(reply) == "20 tokens, prompt 200 tok/s, decode 76.4 tok/s · stopped"
+
+
+def test_gpu_memory_falls_back_to_llama_buffers_without_nvml() -> None:
+    plan = RunPlan("m.gguf", gpu_layers=-1, predicted_vram_bytes=5 * 1024 * MiB,
+                   predicted_ram_bytes=300 * MiB)
+    load = LoadStats(load_seconds=2.0, host_rss_delta_bytes=250 * MiB, gpu_bytes=None,
+                     llama_buffers={"CUDA0 model": 4 * 1024 * MiB, "CPU_Mapped model": 50 * MiB})
+    line = measured_line(plan, load)
+    assert line.startswith("GPU predicted 5.0 GiB / measured 4.0 GiB · RAM predicted 300.0 MiB")
+
+
+def test_run_settings_keep_v_f16_without_flash_attention() -> None:
+    settings = run_settings(ModelSettings(kv_type="q8_0", flash_attn="off"))
+    assert (settings.type_k, settings.type_v, settings.flash_attn) == ("q8_0", "f16", False)
+    assert run_settings(ModelSettings(kv_type="q8_0")).type_v == "q8_0"
+
+
+def test_saved_chat_names_are_safe_and_sortable() -> None:
+    when = datetime(2026, 1, 2, 3, 4, 5)
+    path = conversation_path(Path("/d"), "/m/My Model: v2.Q4_K_M.gguf", when, ".md")
+    assert path == Path("/d/20260102-030405-My-Model-v2.Q4_K_M.md")
