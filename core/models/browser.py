@@ -189,6 +189,14 @@ def _one_line(text: str, path: Path | None = None) -> str:
     return line
 
 
+def display_name(name: str, quant: str | None) -> str:
+    """The name without its quant suffix, which has a column of its own."""
+    if quant and len(name) > len(quant) + 1 and name.lower().endswith(quant.lower()) and (
+            name[-len(quant) - 1] in "-._"):
+        return name[: -len(quant) - 1]
+    return name
+
+
 def local_rows(models: Iterable[LocalModel], cache: InfoCache) -> list[ModelRow]:
     """A row per runnable local model (vision projectors are not models of their own)."""
     rows = []
@@ -198,8 +206,9 @@ def local_rows(models: Iterable[LocalModel], cache: InfoCache) -> list[ModelRow]
         info, error = cache.get(m)
         quant = m.quant or (info.quant if info else "") or "?"
         rows.append(ModelRow(
-            key=f"local:{m.path}", name=m.name, quant=quant, size_bytes=m.size_bytes,
-            source=m.source, path=m.path, repo=m.repo, info=info, error=error))
+            key=f"local:{m.path}", name=display_name(m.name, quant), quant=quant,
+            size_bytes=m.size_bytes, source=m.source, path=m.path, repo=m.repo, info=info,
+            error=error))
     return rows
 
 
@@ -249,7 +258,8 @@ def read_hub_header(
 
 def hub_row(file: HubFile, info: ModelInfo | None = None, error: str | None = None) -> ModelRow:
     return ModelRow(
-        key=f"hub:{file.repo_id}/{file.path}", name=file.name, quant=file.quant or "?",
+        key=f"hub:{file.repo_id}/{file.path}", name=display_name(file.name, file.quant),
+        quant=file.quant or "?",
         size_bytes=file.size_bytes, source="hub", repo=file.repo_id, hub_file=file, info=info,
         error=error)
 

@@ -1,0 +1,146 @@
+"""The model browser's UI-free logic: controls, header cache, rows, fits, run history words."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from rigdeck.core.models import browser
+from rigdeck.core.models.browser import Controls, InfoCache
+from rigdeck.core.models.budget import budget_from_snapshot
+from rigdeck.core.models.catalog import discover
+from rigdeck.core.models.fit import RunSettings, fit
+from rigdeck.core.models.run_history import RunRecord
+from tests.support.fixed_snapshot import no_gpu_box
+from tests.support.gguf_factory import write_model
+from tests.support.models_env import GiB, roomy_gpu_box
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    root = tmp_path / "models"
+    root.mkdir()
+    write_model(root / "Llama-3.1-8B-Instruct-Q4_K_M.gguf", "llama-3.1-8b", with_tokenizer=False)
+    write_model(root / "tiny-Q8_0.gguf", "qwen2.5-7b-tiny", quant="Q8_0", with_tokenizer=False)
+    (root / "mmproj-tiny-f16.gguf").write_bytes(
+        (root / "tiny-Q8_0.gguf").read_bytes())  # a projector: listed by discovery, not a row
+    (root / "garbage-Q4_0.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x01" * 40)
+    return root
+
+
+def _rows(folder: Path, cache: InfoCache | None = None) -> list[browser.ModelRow]:
+    models = discover([folder], home=folder / "nohome", env={}, demo=False)
+    return browser.local_rows(models, cache or InfoCache())
+
+
+def test_controls_cycle_and_settings() -> None:
+    c = Controls()
+    contexts = []
+    for _ in range(len(browser.CONTEXT_STEPS)):
+        c = c.next_context()
+        contexts.append(c.context)
+    assert contexts == [8192, 16384, 32768, 0, 2048, 4096]
+    assert Controls(context=0).context_label == "model max"
+    assert Controls(context=8192).context_label == "8k"
+    assert [Controls().next_kv().kv_type, Controls().next_kv().next_kv().kv_type] == [
+        "q8_0", "q4_0"]
+    assert Controls().next_flash().flash == "on"
+    assert Controls(flash="on").run_settings().flash_attn is True
+    assert Controls().run_settings().flash_attn is None
+    # llama.cpp quantizes V only with flash attention: with it off only K is.
+    off = Controls(kv_type="q4_0", flash="off").run_settings()
+    assert (off.type_k, off.type_v, off.flash_attn) == ("q4_0", "f16", False)
+    assert Controls(kv_type="q4_0", flash="off").kv_label == "K q4_0, V f16"
+    auto = Controls(kv_type="q8_0").run_settings()
+    assert (auto.type_k, auto.type_v) == ("q8_0", "q8_0")
+    assert Controls.from_config(4096, "bogus", "maybe") == Controls()
+
+
+def test_rows_skip_projectors_and_explain_unreadable_files(folder: Path) -> None:
+    rows = {r.name: r for r in _rows(folder)}
+    assert set(rows) == {"Llama-3.1-8B-Instruct", "tiny", "garbage"}
+    good = rows["Llama-3.1-8B-Instruct"]
+    assert good.info is not None and good.error is None and good.quant == "Q4_K_M"
+    assert good.source == "folder" and good.is_local
+    bad = rows["garbage"]
+    assert bad.info is None and bad.error and "\n" not in bad.error
+    assert str(folder) not in bad.error  # one short line, not a path dump
+
+
+def test_header_cache_rereads_only_changed_files(folder: Path) -> None:
+    cache = InfoCache()
+    _rows(folder, cache)
+    first = cache.reads
+    assert first == 3
+    _rows(folder, cache)
+    assert cache.reads == first  # nothing changed: no header read
+    tiny = folder / "tiny-Q8_0.gguf"
+    st = tiny.stat()
+    os.utime(tiny, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    _rows(folder, cache)
+    assert cache.reads == first + 1
+
+
+def test_fit_rows_match_fit_and_follow_the_controls(folder: Path) -> None:
+    rows = _rows(folder)
+    budget = budget_from_snapshot(roomy_gpu_box())
+    fitted = {f.row.name: f for f in browser.fit_rows(rows, budget, Controls())}
+    llama = fitted["Llama-3.1-8B-Instruct"]
+    assert llama.row.info is not None
+    assert llama.placement == fit(llama.row.info, budget, RunSettings())
+    assert llama.verdict == "gpu" and browser.verdict_label(llama) == "all on GPU"
+    assert fitted["garbage"].verdict == "error"
+    assert browser.verdict_label(fitted["garbage"]) == "unreadable"
+
+    longer = {f.row.name: f for f in browser.fit_rows(rows, budget, Controls(context=32768))}
+    assert longer["Llama-3.1-8B-Instruct"].placement.gpu_bytes > llama.placement.gpu_bytes  # type: ignore[union-attr]
+
+    cpu = browser.fit_rows(rows, budget_from_snapshot(no_gpu_box()), Controls())
+    assert {f.row.name: browser.verdict_label(f) for f in cpu}["tiny"] == "CPU only"
+
+    stop = threading.Event()
+    stop.set()
+    assert browser.fit_rows(rows, budget, Controls(), cancel=stop) == []
+
+
+def test_partial_verdict_names_the_layers(folder: Path) -> None:
+    row = next(r for r in _rows(folder) if r.name == "Llama-3.1-8B-Instruct")
+    snap = roomy_gpu_box()
+    small = snap.__class__(**{**snap.__dict__, "gpus": tuple(
+        g.__class__(**{**g.__dict__, "memory_used": 6_500_000_000}) for g in snap.gpus)})
+    fitted = browser.fit_row(row, budget_from_snapshot(small), RunSettings())
+    p = fitted.placement
+    assert p is not None and p.verdict == "partial"
+    assert browser.verdict_label(fitted) == f"{p.gpu_layers} of {p.total_layers} layers"
+
+
+def _record(path: str, n_ctx: int, kv: str, tps: float) -> RunRecord:
+    return RunRecord(model_path=path, settings={"n_ctx": n_ctx, "type_k": kv},
+                     predicted_vram_bytes=int(5.1 * GiB), measured_vram_bytes=int(5.0 * GiB),
+                     predicted_decode_tps=41.0, measured_decode_tps=tps)
+
+
+def test_measured_against_predicted_words() -> None:
+    run = _record("/m/a.gguf", 4096, "f16", 38.2)
+    assert browser.measured_summary(run) == (
+        "predicted 5.1 GB / measured 5.0 GB, 38 tok/s (predicted 41)")
+    assert browser.measured_line(run).startswith("last run (ctx 4k, KV f16): predicted 5.1 GB")
+    cpu = RunRecord(model_path="/m/a.gguf", predicted_ram_bytes=int(2.5 * GiB),
+                    measured_ram_bytes=int(2.4 * GiB), measured_decode_tps=7.25,
+                    predicted_decode_tps=8.0)
+    assert browser.measured_summary(cpu) == (
+        "predicted 2.5 GB / measured 2.4 GB RAM, 7.2 tok/s (predicted 8.0)")
+    assert browser.measured_summary(RunRecord(model_path="/m/a.gguf")) == "nothing measured"
+
+
+def test_runs_pick_the_pane_settings_first() -> None:
+    newest = _record("/m/a.gguf", 8192, "f16", 30)
+    older = _record("/m/a.gguf", 4096, "q8_0", 35)
+    by_path = browser.runs_by_path([newest, older, _record("/m/b.gguf", 4096, "f16", 9)])
+    assert list(by_path) == ["/m/a.gguf", "/m/b.gguf"]
+    assert browser.pick_run(by_path["/m/a.gguf"], Controls(kv_type="q8_0")) is older
+    assert browser.pick_run(by_path["/m/a.gguf"], Controls()) is newest  # no exact match
+    assert browser.pick_run([], Controls()) is None
