@@ -256,8 +256,8 @@ class ChatPane(Vertical):
             retry = exc.next_plans[0] if exc.next_plans and exc.reason in _RETRYABLE else None
             self.post_message(self._LoadFailed(seq, str(exc), retry))
             return
-        except RigdeckError as exc:
-            self.post_message(self._LoadFailed(seq, str(exc), None))
+        except Exception as exc:  # always report back, or the pane would stay "loading"
+            self.post_message(self._LoadFailed(seq, _one_line(exc), None))
             return
         if cancel.is_set() or get_current_worker().is_cancelled:
             model.close()
@@ -425,8 +425,8 @@ class ChatPane(Vertical):
                     self._pending.append(piece)
                 if worker.is_cancelled:
                     generation.cancel()
-        except RigdeckError as exc:
-            error = str(exc)
+        except Exception as exc:  # always report back, or the pane would wait for it forever
+            error = _one_line(exc)
         self.post_message(self._ReplyDone(generation.stats if generation else None, error))
 
     async def _drain(self) -> None:
@@ -703,3 +703,8 @@ class ChatPane(Vertical):
             self._server.stop(timeout=5.0)
             self._server = None
 
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, RigdeckError):
+        return str(exc)
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
