@@ -35,8 +35,10 @@ from rigdeck.tui.widgets.fitbar import theme_styles, usage_cell
 MiB = 1 << 20
 # Free memory moves a little on every reading; re-fit every row only when it moved this much.
 _REFIT_STEP = 256 * MiB
-_COLUMNS = ("Model", "Quant", "Size", "Source", "Fit", "VRAM GiB", "RAM GiB", "tok/s",
-            "Last run")
+_COLUMNS = ("Model", "Quant", "Size", "Source", "Fit", "VRAM GiB", "RAM GiB", "tok/s gen/pp")
+# Shown only once some row has a recorded run: it is wide and otherwise empty.
+_RUN_COLUMN = "Last run: predicted / measured"
+_NAME_WIDTH = 32
 
 
 def _default_calibration() -> CpuCalibration | None:
@@ -281,7 +283,9 @@ class ModelsPane(Vertical):
 
     # -- fitting ---------------------------------------------------------------------------------
     def _all_rows(self) -> list[ModelRow]:
-        return [*self.local_rows, *self.hub_rows]
+        # Unreadable files sink to the bottom of their group: they cannot be fitted or run.
+        return [*sorted(self.local_rows, key=lambda r: r.error is not None),
+                *sorted(self.hub_rows, key=lambda r: r.error is not None)]
 
     def _refit(self) -> None:
         if self._budget is None:
@@ -349,10 +353,14 @@ class ModelsPane(Vertical):
         table = self.query_one("#models-table", DataTable)
         selected = self._selected_key()
         colours = self._colours()
-        table.clear()
+        with_runs = any(f.run is not None for f in self.fitted.values())
+        columns = (*_COLUMNS, _RUN_COLUMN) if with_runs else _COLUMNS
+        table.clear(columns=len(table.columns) != len(columns))
+        if not table.columns:
+            table.add_columns(*columns)
         for row in self._all_rows():
             fitted = self.fitted.get(row.key) or FittedRow(row)
-            table.add_row(*self._cells(fitted, colours), key=row.key)
+            table.add_row(*self._cells(fitted, colours)[: len(columns)], key=row.key)
         if selected is not None and selected in table.rows:
             table.move_cursor(row=table.get_row_index(selected))
         self._show_info()
@@ -368,11 +376,12 @@ class ModelsPane(Vertical):
                                        sum(d.budget_bytes for d in gpus), colours)
                             if gpus else Text("no GPU", style=colours["text-muted"]))
             ram: object = usage_cell(host.total_bytes, host.budget_bytes, colours)
-            speed = f"{browser.tps_label(p.decode_tps)} · pp {browser.tps_label(p.prompt_tps)}"
+            speed = f"{browser.tps_label(p.decode_tps)} / {browser.tps_label(p.prompt_tps)}"
         else:
             vram = ram = speed = "-"
         last = browser.measured_summary(f.run) if f.run is not None else ""
-        return [Text(row.name), row.quant, format_bytes(row.size_bytes), row.source, verdict,
+        name = row.name if len(row.name) <= _NAME_WIDTH else row.name[: _NAME_WIDTH - 1] + "…"
+        return [Text(name), row.quant, format_bytes(row.size_bytes), row.source, verdict,
                 vram, ram, speed, Text(last)]
 
     def _selected_key(self) -> str | None:

@@ -22,7 +22,7 @@ from rigdeck.tui.widgets.fitbar import StackedBar
 VERDICT_STYLES = {
     "gpu": "$success",
     "partial": "$warning",
-    "cpu": "$accent",
+    "cpu": "$secondary",
     "none": "$error",
     "error": "$error",
     "unread": "$text-muted",

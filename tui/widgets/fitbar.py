@@ -49,8 +49,8 @@ def theme_styles(variables: Mapping[str, str]) -> dict[str, Style]:
     return styles
 
 
-def usage_cell(used: int, budget: int, styles: Mapping[str, Style], *, width: int = 5) -> Text:
-    """``██▌░░ 6.0/9.5`` (GiB): how much of a device's budget a plan takes."""
+def usage_cell(used: int, budget: int, styles: Mapping[str, Style], *, width: int = 4) -> Text:
+    """``██▌░ 6.0/9.5`` (GiB): how much of a device's budget a plan takes."""
     if budget <= 0:
         return Text(f"{used / (1 << 30):.1f}/0", style=styles.get("error", Style.null()))
     fraction = used / budget
