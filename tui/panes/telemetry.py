@@ -13,11 +13,11 @@ from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.message import Message
 from textual.reactive import reactive
-from textual.widgets import Sparkline
 
 from rigdeck.core.telemetry.history import History
 from rigdeck.core.telemetry.snapshot import GPU_PENDING, GpuProcess, GpuStats, Snapshot
 from rigdeck.core.units import format_bytes, format_rate
+from rigdeck.tui.widgets.graph import Graph
 from rigdeck.tui.widgets.meter import Meter
 from rigdeck.tui.widgets.process_list import Column, ProcessList
 from rigdeck.tui.widgets.text_line import TextLine
@@ -81,7 +81,7 @@ class GpuCard(Vertical):
     DEFAULT_CSS = """
     GpuCard { height: auto; }
     GpuCard .gpu-title { height: 1; }
-    GpuCard Sparkline { height: 1; }
+    GpuCard Graph { height: 1; }
     """
 
     def __init__(self, index: int) -> None:
@@ -95,7 +95,7 @@ class GpuCard(Vertical):
         self._mem = Meter("vram", id=f"gpu-{i}-mem")
         self._power = Meter("pwr", id=f"gpu-{i}-power")
         self._graphs = {
-            key: Sparkline([], id=f"gpu-{i}-{key}-hist", summary_function=max)
+            key: Graph(id=f"gpu-{i}-{key}-hist")
             for key in ("util", "mem", "power")
         }
         yield self._title
@@ -144,7 +144,7 @@ class GpuCard(Vertical):
         else:
             self._power.set(None, "N/A")
         for key, graph in self._graphs.items():
-            graph.data = history.series(f"gpu{i}.{key}")
+            graph.set_data(history.series(f"gpu{i}.{key}"))
 
 
 class TelemetryPane(Vertical):
@@ -185,10 +185,10 @@ class TelemetryPane(Vertical):
         self._diagnosis = TextLine("Reading the machine…", id="diagnosis")
         self._cpu_meter = Meter("CPU", id="cpu-meter")
         self._cpu_cores = TextLine(id="cpu-cores")
-        self._cpu_hist = Sparkline([], id="cpu-hist", summary_function=max)
+        self._cpu_hist = Graph(id="cpu-hist")
         self._ram_meter = Meter("RAM", id="ram-meter")
         self._swap_meter = Meter("swap", id="swap-meter")
-        self._ram_hist = Sparkline([], id="ram-hist", summary_function=max)
+        self._ram_hist = Graph(id="ram-hist")
         self._gpu_box = Vertical(id="gpu-box", classes="box")
         self._io_line = TextLine(id="io-line")
         self._processes = ProcessList(PROCESS_COLUMNS, id="processes")
@@ -262,8 +262,8 @@ class TelemetryPane(Vertical):
             mem.swap_used / mem.swap_total if mem.swap_total else None,
             f"{_gb(mem.swap_used)}/{_gb(mem.swap_total)}G" if mem.swap_total else "none",
         )
-        self._cpu_hist.data = history.series("cpu")
-        self._ram_hist.data = history.series("ram")
+        self._cpu_hist.set_data(history.series("cpu"))
+        self._ram_hist.set_data(history.series("ram"))
 
     def _show_gpus(self, snap: Snapshot, history: History) -> None:
         box = self._gpu_box

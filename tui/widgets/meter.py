@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from textual.content import Content
+from typing import ClassVar
+
+from rich.segment import Segment
+from rich.style import Style
 from textual.reactive import reactive
+from textual.strip import Strip
 from textual.widget import Widget
 
 
@@ -17,14 +21,36 @@ def severity(fraction: float | None, warn: float = 0.75, error: float = 0.9) -> 
     return "$success"
 
 
+# The component class that colours the filled part, by the severity above.
+_FILL_CLASS = {
+    "$text-muted": "meter--na",
+    "$error": "meter--error",
+    "$warning": "meter--warning",
+    "$success": "meter--ok",
+}
+
+
 class Meter(Widget):
     """A gauge that draws a bar for ``fraction`` (0..1) between a label and a value text.
 
     ``fraction`` None draws an empty bar with N/A: the field is not supported, not zero.
+    The line is built from styles resolved once per theme and kept until a value changes, so
+    a meter whose reading did not move costs nothing on a tick.
     """
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "meter--label", "meter--ok", "meter--warning", "meter--error", "meter--na",
+        "meter--empty",
+    }
 
     DEFAULT_CSS = """
     Meter { height: 1; width: 1fr; }
+    Meter > .meter--label { text-style: bold; }
+    Meter > .meter--ok { color: $success; }
+    Meter > .meter--warning { color: $warning; }
+    Meter > .meter--error { color: $error; }
+    Meter > .meter--na { color: $text-muted; }
+    Meter > .meter--empty { color: $text-disabled; }
     """
 
     fraction: reactive[float | None] = reactive(None)
@@ -37,21 +63,38 @@ class Meter(Widget):
         super().__init__(name=name, id=id, classes=classes)
         self.label = label
         self.label_width = label_width
+        self._line: Strip | None = None
+        self._line_key: tuple[object, ...] = ()
 
     def set(self, fraction: float | None, text: str) -> None:
         self.fraction = None if fraction is None else min(max(fraction, 0.0), 1.0)
         self.text = text
 
-    def render(self) -> Content:
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._line = None
+
+    def render_line(self, y: int) -> Strip:
         width = self.size.width
+        if y != 0:
+            return Strip.blank(width, self.rich_style)
+        key = (width, self.fraction, self.text)
+        if self._line is None or key != self._line_key:
+            self._line = self._draw(width)
+            self._line_key = key
+        return self._line
+
+    def _draw(self, width: int) -> Strip:
         text = self.text if self.fraction is not None or self.text else "N/A"
         bar_width = max(width - self.label_width - len(text) - 2, 4)
         filled = round((self.fraction or 0.0) * bar_width)
-        style = severity(self.fraction)
-        return Content.assemble(
-            (self.label.ljust(self.label_width)[: self.label_width], "bold"),
-            ("█" * filled, style),
-            ("░" * (bar_width - filled), "$text-disabled"),
-            " ",
-            text,
-        )
+        style = self.get_component_rich_style
+        plain: Style = self.rich_style
+        segments = [
+            Segment(self.label.ljust(self.label_width)[: self.label_width],
+                    style("meter--label")),
+            Segment("█" * filled, style(_FILL_CLASS[severity(self.fraction)])),
+            Segment("░" * (bar_width - filled), style("meter--empty")),
+            Segment(f" {text}", plain),
+        ]
+        return Strip(segments).crop_extend(0, width, plain)
