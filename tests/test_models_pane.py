@@ -351,3 +351,56 @@ def test_every_binding_has_an_id_and_a_tooltip() -> None:
         assert binding.id and binding.id.startswith("models.")
         assert binding.tooltip
         assert not set(binding.key.split(",")) & taken
+
+
+async def test_download_cancels_and_resumes(tmp_path: Path, models: dict[str, Path],
+                                            fake_hub: FakeHub) -> None:
+    app = pane_app(tmp_path, roomy_gpu_box(), dirs=[tmp_path / "models"])
+    async with app.run_test(size=(160, 40)) as pilot:
+        pane = await open_models(pilot)
+        await pilot.press("slash", *"tiny", "enter")
+        await settle(pilot)
+        row = next(r for r in pane.hub_rows if r.quant == "Q8_0")
+        reached, release = fake_hub.hold_after(MiB // 2)  # the cdn stalls mid-file
+        _select(pane, row.key)
+        await pilot.press("g")
+        for _ in range(500):  # until the server says it is holding, not a guess at a time
+            if reached.is_set():
+                break
+            await pilot.pause(0.01)
+        assert reached.is_set()
+        assert pane.query_one("#models-download").has_class("-active")
+        await pilot.press("x")
+        release.set()
+        await settle(pilot)
+        assert not pane.query_one("#models-download").has_class("-active")
+        cache = tmp_path / "hf" / "hub"
+        assert list(cache.rglob("*.incomplete"))  # kept for resume
+        assert not list(cache.rglob("Llama-3.1-8B-Tiny-Q8_0.gguf"))
+
+        _select(pane, row.key)
+        await pilot.press("g")
+        await settle(pilot)
+        done = list(cache.rglob("Llama-3.1-8B-Tiny-Q8_0.gguf"))
+        assert len(done) == 1 and done[0].stat().st_size == row.size_bytes
+        assert not list(cache.rglob("*.incomplete"))
+
+
+async def test_hub_rows_beyond_the_first_headers_read_theirs_on_enter(
+        tmp_path: Path, models: dict[str, Path], fake_hub: FakeHub,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ModelsPane, "max_hub_headers", 1)
+    app = pane_app(tmp_path, roomy_gpu_box(), dirs=[tmp_path / "models"])
+    async with app.run_test(size=(160, 40)) as pilot:
+        pane = await open_models(pilot)
+        await pilot.press("slash", *"tiny", "enter")
+        await settle(pilot)
+        unread = [r for r in pane.hub_rows if r.info is None]
+        assert len(unread) == len(pane.hub_rows) - 1
+        row = unread[0]
+        assert _cell(pane, row.key, 4) == "header not read"
+        _select(pane, row.key)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert _cell(pane, row.key, 4) in {"all on GPU", "does not fit"}
+        assert pane.fitted[row.key].placement is not None

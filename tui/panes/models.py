@@ -105,6 +105,9 @@ class ModelsPane(Vertical):
                 tooltip="Look for local models again and re-read changed headers"),
     ]
 
+    max_hub_headers: int = browser.DEFAULT_MAX_HUB_HEADERS
+    """Remote headers a search reads up front; enter on a row reads the others one by one."""
+
     class RunRequested(Message):
         """The user asked to run a local model with the placement the fit chose."""
 
@@ -516,7 +519,8 @@ class ModelsPane(Vertical):
     @work(thread=True, exclusive=True, group="models-hub", exit_on_error=False)
     def _search_hub(self, query: str, skip: list[tuple[str, str]]) -> None:
         try:
-            found = browser.search_hub(self._hub_factory(), query, skip=skip)
+            found = browser.search_hub(self._hub_factory(), query, skip=skip,
+                                       max_headers=self.max_hub_headers)
         except RigdeckError as exc:
             self.post_message(self.HubDone(None, str(exc)))
             return
