@@ -58,8 +58,12 @@ class RunPlan:
     """How to load a model: the placement the fit code chose, plus what it predicted.
 
     ``gpu_layers``: layers offloaded to the GPU, -1 for all. ``n_threads``: None lets
-    llama-cpp-python choose. ``seed``: None for a random seed. The ``predicted_*`` figures are
-    optional and only travel to the run history, next to what was measured.
+    llama-cpp-python choose. ``seed``: None for a random seed. ``n_cpu_moe``: the routed experts
+    of the first N blocks stay in host memory (llama.cpp's --n-cpu-moe). ``tensor_split``: per-GPU
+    proportions of the offloaded layers (empty: llama.cpp's own split). ``swa_full``: a full-size
+    cache for sliding-window layers; False (llama.cpp's tools' default, and what the fit assumes)
+    although llama-cpp-python would default to True. The ``predicted_*`` figures are optional and
+    only travel to the run history, next to what was measured.
     """
 
     model_path: str
@@ -72,6 +76,9 @@ class RunPlan:
     n_batch: int = 512
     n_ubatch: int = 512
     seed: int | None = None
+    n_cpu_moe: int = 0
+    tensor_split: tuple[float, ...] = ()
+    swa_full: bool = False
     predicted_vram_bytes: int | None = None
     predicted_ram_bytes: int | None = None
     predicted_prompt_tps: float | None = None
@@ -94,6 +101,15 @@ class RunPlan:
                 raise RunError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.n_threads is not None and self.n_threads < 1:
             raise RunError(f"n_threads must be at least 1, not {self.n_threads}")
+        if self.n_cpu_moe < 0:
+            raise RunError(f"n_cpu_moe must be 0 or more, not {self.n_cpu_moe}")
+        split = tuple(float(x) for x in self.tensor_split)
+        if any(x < 0 for x in split) or (split and sum(split) <= 0):
+            raise RunError(
+                f"tensor_split {list(split)} needs non-negative proportions that add up to"
+                " more than zero"
+            )
+        object.__setattr__(self, "tensor_split", split)
 
     def settings(self) -> dict[str, Any]:
         """What shapes a run's memory and speed: the plan less the path and the predictions."""
@@ -106,6 +122,9 @@ class RunPlan:
             "n_threads": self.n_threads,
             "n_batch": self.n_batch,
             "n_ubatch": self.n_ubatch,
+            "n_cpu_moe": self.n_cpu_moe,
+            "tensor_split": list(self.tensor_split),
+            "swa_full": self.swa_full,
         }
 
     def without_predictions(self) -> RunPlan:
@@ -119,7 +138,8 @@ class RunPlan:
 
     def describe(self) -> str:
         layers = "all" if self.gpu_layers < 0 else str(self.gpu_layers)
-        return f"{layers} GPU layers, context {self.n_ctx}"
+        moe = f", experts of {self.n_cpu_moe} blocks on the CPU" if self.n_cpu_moe else ""
+        return f"{layers} GPU layers{moe}, context {self.n_ctx}"
 
 
 @dataclass(frozen=True)
@@ -315,6 +335,11 @@ def _install(llama_cpp: ModuleType, lowlevel: ModuleType) -> None:
         callback = getattr(_load_tls, "progress", None)
         if callback is not None:
             params.progress_callback = callback
+        # Llama() has no argument for tensor buffer-type overrides (llama.cpp's -ot and
+        # --n-cpu-moe); the loading thread's list rides in the same way.
+        overrides = getattr(_load_tls, "overrides", None)
+        if overrides is not None:
+            params.tensor_buft_overrides = ctypes.cast(overrides, ctypes.c_void_p)
         return params
 
     lowlevel.llama_model_default_params = default_params_with_progress
@@ -469,8 +494,13 @@ def _llama_kwargs(plan: RunPlan) -> dict[str, Any]:
         "flash_attn": plan.flash_attn,
         "type_k": GGML_KV_TYPES[plan.type_k],
         "type_v": GGML_KV_TYPES[plan.type_v],
+        # Always explicit: llama-cpp-python leaves llama.cpp's default (a full-size SWA cache)
+        # when this is None, and the fit sized the cache for what the plan says.
+        "swa_full": plan.swa_full,
         "verbose": False,
     }
+    if plan.tensor_split:
+        kwargs["tensor_split"] = list(plan.tensor_split)
     if plan.seed is not None:
         kwargs["seed"] = plan.seed
     if plan.n_threads is not None:
@@ -481,8 +511,66 @@ def _llama_kwargs(plan: RunPlan) -> dict[str, Any]:
 
 
 def llama_kwargs(plan: RunPlan) -> dict[str, Any]:
-    """The keyword arguments ``llama_cpp.Llama(plan.model_path, **kwargs)`` gets for a plan."""
+    """The keyword arguments ``llama_cpp.Llama(plan.model_path, **kwargs)`` gets for a plan.
+
+    Tensor placement overrides (``plan.n_cpu_moe``) are not keyword arguments: see
+    ``tensor_overrides`` and ``load_model``.
+    """
     return dict(_llama_kwargs(plan))
+
+
+# llama.cpp's LLM_FFN_EXPS_REGEX (common/common.h): the routed-expert tensors of one block.
+_EXPS_PATTERN = r"blk\.{block}\.ffn_(up|down|gate|gate_up)_(ch|)exps"
+
+
+def tensor_overrides(plan: RunPlan) -> list[tuple[str, str]]:
+    """(tensor-name regex, buffer type) pairs the load applies, as llama.cpp's --n-cpu-moe does.
+
+    ``n_cpu_moe=N`` keeps the routed experts of blocks 0..N-1 in host memory ("CPU"); the rest
+    of those blocks (attention, norms, shared experts) still follows ``gpu_layers``.
+    """
+    return [(_EXPS_PATTERN.format(block=i), "CPU") for i in range(plan.n_cpu_moe)]
+
+
+class _Override(ctypes.Structure):
+    # llama.h: struct llama_model_tensor_buft_override { const char * pattern; buft; }
+    _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
+
+
+def _cpu_buffer_type(llama_cpp: ModuleType) -> int:
+    """ggml's plain CPU buffer type, from the libggml-cpu llama.cpp itself loaded.
+
+    llama.cpp compares an override's buft with this very pointer to let repacked CPU weight
+    types apply, so it must come from the same library, not a copy.
+    """
+    libdir = os.environ.get("LLAMA_CPP_LIB_PATH") or os.path.join(
+        os.path.dirname(llama_cpp.__file__), "lib"
+    )
+    for name in ("libggml-cpu.so", "libggml-cpu.dylib", "ggml-cpu.dll"):
+        path = os.path.join(libdir, name)
+        if os.path.exists(path):
+            fn = ctypes.CDLL(path).ggml_backend_cpu_buffer_type
+            fn.restype, fn.argtypes = ctypes.c_void_p, []
+            buft = fn()
+            if buft:
+                return int(buft)
+    raise RunError(
+        f"keeping MoE experts on the CPU needs llama.cpp's ggml-cpu library, not found in {libdir}"
+    )
+
+
+def _override_array(llama_cpp: ModuleType, plan: RunPlan) -> ctypes.Array[_Override] | None:
+    """The NULL-terminated C array for ``tensor_overrides(plan)``; None when there are none."""
+    pairs = tensor_overrides(plan)
+    if not pairs:
+        return None
+    cpu = _cpu_buffer_type(llama_cpp)
+    patterns = [pattern.encode() for pattern, _device in pairs]
+    array = (_Override * (len(patterns) + 1))(
+        *(_Override(p, cpu) for p in patterns), _Override(None, None)
+    )
+    array.patterns = patterns  # type: ignore[attr-defined]  # the C strings point into these
+    return array
 
 
 class _Progress:
@@ -559,17 +647,23 @@ def load_model(
     progress("loading", 0.0)
     failure: tuple[str, str] | None = None
     llm: Any = None
+    overrides = _override_array(llama_cpp, plan)
     with _SINK.capture() as captured:
         _load_tls.progress = c_progress
+        _load_tls.overrides = overrides
         try:
             llm = llama_cpp.Llama(model_path=str(path), **_llama_kwargs(plan))
         except Exception as exc:  # the binding raises ValueError/RuntimeError; the log says why
             failure = explain_load_failure("".join(captured), exc)
         finally:
             _load_tls.progress = None
+            _load_tls.overrides = None
         log_text = "".join(captured)
     n_layers, offloaded = _layers_from_log(log_text)
     n_layers = n_layers or header_layers
+
+    if llm is not None and overrides is not None:
+        llm.rigdeck_tensor_overrides = overrides  # llama.cpp keeps a copy of the params' pointer
 
     if failure is not None:
         # The half-built Llama died with the exception's frame; collect it so its memory is back
