@@ -97,6 +97,7 @@ def _launch(args: argparse.Namespace, settings: Any) -> Any:
     planned = launch.plan_launch(path, run_settings, budget, seed=args.seed)
     if not planned.fits and not args.force:
         why = planned.placement.why or "not enough memory"
+        why = why.removeprefix("does not fit: ")
         _console(stderr=True).print(
             f"[yellow]rigdeck: {path.name} does not fit this machine: {why}"
             " (--force to try anyway)[/]", markup=True)
@@ -110,14 +111,19 @@ def _gpu_layers(planned: Any) -> int:
     return planned.placement.total_layers if plan.gpu_layers < 0 else plan.gpu_layers
 
 
-def _load_failed(exc: Any, model: str) -> int:
-    """One line: why the load failed, and the next placement down to try."""
-    if exc.next_plans:
+def _load_failed(exc: Any, command: str, model: str) -> int:
+    """One line: why the load failed, and the next placement down to try.
+
+    A smaller placement cannot mend a corrupt file or an unknown architecture: none is offered.
+    """
+    if exc.next_plans and exc.reason in ("out-of-memory", "other"):
         step = exc.next_plans[0]
         flags = f"--ngl {max(step.gpu_layers, 0)} --ctx {step.n_ctx}" if step.gpu_layers >= 0 \
             else f"--ctx {step.n_ctx}"
-        return fail(f"{exc}; next placement down: {step.describe()}"
-                    f" (rigdeck run {model} {flags})")
+        text = str(exc)
+        if "; try " not in text:  # the runner names the step itself for out-of-memory
+            text += f"; try {step.describe()}"
+        return fail(f"{text} (rigdeck {command} {model} {flags} --force)")
     return fail(str(exc))
 
 
@@ -182,7 +188,7 @@ def cmd_run(args: argparse.Namespace, settings: Any) -> int:
     try:
         model = load_model(planned.plan, history=RunHistory(), kind="run")
     except LoadError as exc:
-        return _load_failed(exc, args.model)
+        return _load_failed(exc, args.command, args.model)
     messages = [ChatMessage("system", args.system)] if args.system else []
     messages.append(ChatMessage("user", prompt))
     sampling = Sampling(temperature=args.temp, max_tokens=args.max_tokens, seed=args.seed)
@@ -373,7 +379,7 @@ def cmd_bench(args: argparse.Namespace, settings: Any) -> int:
         result = bench_model(planned.plan, n_prompt=args.n_prompt, n_gen=args.n_gen,
                              repetitions=args.repetitions, history=RunHistory(), on_test=on_test)
     except LoadError as exc:
-        return _load_failed(exc, args.model)
+        return _load_failed(exc, args.command, args.model)
     finally:
         if tty:
             sys.stderr.write("\r\033[K")
