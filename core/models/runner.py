@@ -299,7 +299,9 @@ class _LogSink:
             yield lines
         finally:
             with self._lock:
-                self._captures.remove(lines)
+                # By identity: list.remove compares contents, and nested captures (a load inside
+                # a caller's capture) hold equal lines.
+                self._captures = [c for c in self._captures if c is not lines]
 
 
 class _NoRedirect:
