@@ -77,10 +77,13 @@ def _run_settings(args: argparse.Namespace, settings: Any) -> Any:
     models = settings.models
     kv = args.kv or models.kv_type
     flash = args.flash_attn if args.flash_attn is not None else _FLASH.get(models.flash_attn)
+    # A quantized V cache needs flash attention. From the config, with it off, only K is
+    # quantized (as the chat pane does); typed on the command line, the fit says why not.
+    type_v = kv if args.kv or flash is not False else "f16"
     return RunSettings(
         n_ctx=args.ctx if args.ctx is not None else models.context,
         type_k=kv,
-        type_v=kv,
+        type_v=type_v,
         flash_attn=flash,
         gpu_layers=args.ngl,
         n_threads=args.threads,

@@ -17,7 +17,6 @@ from rigdeck.core.errors import ModelFileError
 from rigdeck.core.models import catalog, speed
 from rigdeck.core.models.budget import budget_from_snapshot, default_threads, plan_from_placement
 from rigdeck.core.models.fit import HardwareBudget, Placement, RunSettings, fit
-from rigdeck.core.models.gguf import read_gguf
 from rigdeck.core.models.model_info import ModelInfo
 from rigdeck.core.models.runner import RunPlan
 
@@ -133,8 +132,14 @@ def machine_budget(*, threads: int | None = None) -> HardwareBudget:
 
 
 def model_info(path: str | os.PathLike[str]) -> ModelInfo:
-    """The fit's view of a GGUF, from its header (``ModelFileError`` when it is not one)."""
-    return ModelInfo.from_header(read_gguf(path))
+    """The fit's view of a GGUF, from its header (``ModelFileError`` when it is not one).
+
+    Read the way `rigdeck fit` reads it (split parts, the quant label from the file name), so
+    both commands describe the same model.
+    """
+    from rigdeck.core.models.target import load_local
+
+    return load_local(path).info
 
 
 def plan_launch(
