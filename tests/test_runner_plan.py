@@ -119,5 +119,17 @@ def test_a_plan_without_overrides_loads_without_them() -> None:
     assert "overridden" not in "".join(lines)
 
 
+def test_the_server_gets_the_tensor_split() -> None:
+    from rigdeck.core.models.serve import server_command
+
+    plain = server_command(RunPlan("m.gguf"), host="127.0.0.1", port=1, model_alias="m")
+    assert "--tensor_split" not in plain
+    command = server_command(RunPlan("m.gguf", gpu_layers=-1, tensor_split=(3, 1)),
+                             host="127.0.0.1", port=1, model_alias="m")
+    at = command.index("--tensor_split")
+    assert command[at + 1 : at + 3] == ["3.0", "1.0"]
+    assert at + 3 == len(command) or command[at + 3].startswith("--")
+
+
 def test_plan_paths_are_strings(tmp_path: Path) -> None:
     assert RunPlan(tmp_path / "m.gguf").model_path == str(tmp_path / "m.gguf")

@@ -284,6 +284,19 @@ def _record_served(planned: Any, handle: Any, ready_s: float) -> int | None:
         return None
 
 
+def _server_gaps(planned: Any) -> list[str]:
+    """Where llama-cpp-python's server cannot load the plan as the fit placed it."""
+    gaps = []
+    if planned.plan.n_cpu_moe:
+        gaps.append(f"the server cannot keep MoE experts on the CPU: it offloads those of"
+                    f" {planned.plan.n_cpu_moe} more blocks than the fit placed; lower --ngl if"
+                    " it runs out of GPU memory")
+    if planned.model.has_swa and not planned.plan.swa_full:
+        gaps.append("the server allocates a full-size sliding-window cache: more memory than"
+                    " predicted; lower --ctx if it runs out")
+    return gaps
+
+
 def _raise_interrupt(_signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -297,6 +310,8 @@ def cmd_serve(args: argparse.Namespace, settings: Any) -> int:
     if planned is None:
         return EXIT_NO
     _note(f"starting {_describe_placement(planned)}")
+    for gap in _server_gaps(planned):
+        _console(stderr=True).print(f"[yellow]rigdeck: {gap}[/]", markup=True)
     # `kill` (SIGTERM) stops the server as cleanly as Ctrl+C does, port and memory freed.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     handle = None

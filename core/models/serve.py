@@ -100,6 +100,10 @@ def server_command(
         command += ["--n_threads", str(plan.n_threads), "--n_threads_batch", str(plan.n_threads)]
     if plan.seed is not None:
         command += ["--seed", str(plan.seed)]
+    if plan.tensor_split:
+        command += ["--tensor_split", *(str(x) for x in plan.tensor_split)]
+    # llama_cpp.server has no option for swa_full or tensor buffer overrides (plan.n_cpu_moe):
+    # it runs with a full-size SWA cache and every offloaded expert on the GPU.
     return command
 
 
