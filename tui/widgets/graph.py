@@ -97,7 +97,7 @@ class Graph(Widget):
             self._line_width = width
         if y == 0:
             return self._line
-        return Strip.blank(width, self.rich_style)
+        return Strip.blank(width)
 
     def _draw(self, width: int) -> Strip:
         styles = self._styles()

@@ -65,6 +65,7 @@ class Meter(Widget):
         self.label_width = label_width
         self._line: Strip | None = None
         self._line_key: tuple[object, ...] = ()
+        self._styles: dict[str, Style] | None = None
 
     def set(self, fraction: float | None, text: str) -> None:
         self.fraction = None if fraction is None else min(max(fraction, 0.0), 1.0)
@@ -73,11 +74,22 @@ class Meter(Widget):
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self._line = None
+        self._styles = None
+
+    def _resolved(self) -> dict[str, Style]:
+        """Every style the line uses, resolved once per theme (a refresh drops Textual's own
+        cache of them, and resolving costs more than drawing the line)."""
+        if self._styles is None:
+            styles = {name: self.get_component_rich_style(name)
+                      for name in self.COMPONENT_CLASSES}
+            styles["plain"] = self.rich_style
+            self._styles = styles
+        return self._styles
 
     def render_line(self, y: int) -> Strip:
         width = self.size.width
         if y != 0:
-            return Strip.blank(width, self.rich_style)
+            return Strip.blank(width, self._resolved()["plain"])
         key = (width, self.fraction, self.text)
         if self._line is None or key != self._line_key:
             self._line = self._draw(width)
@@ -88,13 +100,13 @@ class Meter(Widget):
         text = self.text if self.fraction is not None or self.text else "N/A"
         bar_width = max(width - self.label_width - len(text) - 2, 4)
         filled = round((self.fraction or 0.0) * bar_width)
-        style = self.get_component_rich_style
-        plain: Style = self.rich_style
+        styles = self._resolved()
+        plain = styles["plain"]
         segments = [
             Segment(self.label.ljust(self.label_width)[: self.label_width],
-                    style("meter--label")),
-            Segment("█" * filled, style(_FILL_CLASS[severity(self.fraction)])),
-            Segment("░" * (bar_width - filled), style("meter--empty")),
+                    styles["meter--label"]),
+            Segment("█" * filled, styles[_FILL_CLASS[severity(self.fraction)]]),
+            Segment("░" * (bar_width - filled), styles["meter--empty"]),
             Segment(f" {text}", plain),
         ]
         return Strip(segments).crop_extend(0, width, plain)
