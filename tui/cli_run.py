@@ -288,9 +288,9 @@ def _server_gaps(planned: Any) -> list[str]:
     """Where llama-cpp-python's server cannot load the plan as the fit placed it."""
     gaps = []
     if planned.plan.n_cpu_moe:
-        gaps.append(f"the server cannot keep MoE experts on the CPU: it offloads those of"
-                    f" {planned.plan.n_cpu_moe} more blocks than the fit placed; lower --ngl if"
-                    " it runs out of GPU memory")
+        gaps.append(f"the server cannot keep MoE experts on the CPU: the experts of"
+                    f" {planned.plan.n_cpu_moe} blocks the fit kept there go to the GPU;"
+                    " lower --ngl if it runs out of GPU memory")
     if planned.model.has_swa and not planned.plan.swa_full:
         gaps.append("the server allocates a full-size sliding-window cache: more memory than"
                     " predicted; lower --ctx if it runs out")
