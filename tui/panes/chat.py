@@ -1,12 +1,13 @@
 """The chat pane: a local model through llama.cpp, streaming, with measured vs predicted.
 
 Threads: loading, replying, saving and serving run in thread workers. A reply's worker only
-appends text pieces to a locked buffer; a timer on the event loop drains it about 30 times a
+appends text pieces to a locked buffer; a timer on the event loop drains it about 15 times a
 second into the Markdown stream, so a fast model costs one re-render per frame, not per token.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from datetime import datetime
@@ -53,7 +54,8 @@ from rigdeck.core.telemetry.snapshot import Snapshot
 from rigdeck.tui.widgets.chat_message import ChatMessageView
 from rigdeck.tui.widgets.chat_options import ChatOptions
 
-DRAIN_INTERVAL_S = 1 / 30
+DRAIN_INTERVAL_S = 1 / 15
+STREAM_SWITCH_INTERVAL_S = 0.0005
 DEMO_LABEL = "SmolLM2-135M demo"
 # A bad load is worth another try only when a smaller placement could change the outcome.
 _RETRYABLE = {"out-of-memory", "other"}
@@ -170,6 +172,7 @@ class ChatPane(Vertical):
         self._first_token_at: float | None = None
         self._first_token_count = 0
         self._drain_timer: Timer | None = None
+        self._switch_interval = sys.getswitchinterval()
         self._server: ServeHandle | None = None
         self._serve_busy = False
         self._after_reply: list[str] = []
@@ -405,6 +408,10 @@ class ChatPane(Vertical):
         with self._pending_lock:
             self._pending.clear()
         self._set_activity("thinking… ctrl+g stops")
+        # While a reply streams, the generation thread and the renderer both want the GIL; at the
+        # default 5 ms switch interval every token can wait behind a frame. Restored when done.
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(STREAM_SWITCH_INTERVAL_S)
         if self._drain_timer is not None:
             self._drain_timer.resume()
         self._reply(self._session, kind, text)
@@ -450,6 +457,7 @@ class ChatPane(Vertical):
 
     @on(_ReplyDone)
     async def _reply_done(self, message: _ReplyDone) -> None:
+        sys.setswitchinterval(self._switch_interval)
         if self._drain_timer is not None:
             self._drain_timer.pause()
         await self._drain()
