@@ -34,6 +34,8 @@ from rigdeck.core.telemetry.snapshot import (
     Snapshot,
 )
 
+DISK_TTL_S = 5.0
+
 
 def default_watched_paths(extra_dirs: Iterable[Path] = ()) -> list[tuple[str, Path]]:
     """The places whose free space matters to ML work: home, the HF cache, model folders."""
@@ -94,6 +96,7 @@ class TelemetrySampler:
         # once per process, not once per scan. The Process object tells a reused pid apart.
         self._described: dict[int, tuple[psutil.Process, str | None, str]] = {}
         self._users: dict[int, str | None] = {}
+        self._disks_cache: tuple[float, tuple[DiskStats, ...]] | None = None
 
     @property
     def nvml(self) -> NvmlReader:
@@ -246,6 +249,16 @@ class TelemetrySampler:
         )
 
     def _disks(self) -> tuple[DiskStats, ...]:
+        # Free space moves slowly next to a 1 s tick; a few statfs and mount-point walks per
+        # tick would be a noticeable share of an idle reading.
+        now = self._clock()
+        if self._disks_cache is not None and now - self._disks_cache[0] < DISK_TTL_S:
+            return self._disks_cache[1]
+        disks = self._read_disks()
+        self._disks_cache = (now, disks)
+        return disks
+
+    def _read_disks(self) -> tuple[DiskStats, ...]:
         by_device: dict[int, tuple[str, list[str]]] = {}
         for label, path in self._watched:
             existing = _existing_ancestor(Path(path).expanduser())
