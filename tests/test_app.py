@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 from textual.widgets import Static, TabbedContent
@@ -223,3 +224,64 @@ async def test_hidden_pane_is_not_redrawn(tmp_path):
         await pilot.press("1")
         await pilot.pause()
         assert "VRAM fine" in text_of(app, "#diagnosis")  # drawn on return
+
+
+async def test_up_down_move_the_selection_and_signals_follow_it(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        pane = app.query_one(TelemetryPane)
+        assert pane.selected_process().pid == 4121
+        await pilot.press("down")
+        assert pane.selected_process().pid == 977
+        assert app.query_one("#processes", ProcessList).cursor_row == 1
+        await pilot.press("down")  # the last row stays selected
+        assert pane.selected_process().pid == 977
+        await pilot.press("k")
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "pid 977" in app.screen.question
+        await pilot.press("n")
+        await pilot.press("up")
+        assert pane.selected_process().pid == 4121
+
+
+async def test_selection_stays_on_its_process_when_the_list_is_redrawn(tmp_path):
+    fixed = FixedSampler(gpu_box())
+    app = make_app(tmp_path, sampler_factory=lambda: fixed)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("down")
+        await pilot.press("s", "s")  # by pid: 977 moves to the top, still selected
+        table = app.query_one("#processes", ProcessList)
+        assert table.get_row_at(0)[0] == "977" and table.cursor_row == 0
+        fixed.snapshot = gpu_box(vram_used=1_000_000_000)
+        app._sample()
+        await settle(app, pilot)
+        assert app.query_one(TelemetryPane).selected_process().pid == 977
+
+
+class SlowGpuSampler(FixedSampler):
+    """A sampler whose full reading (NVML, the process scan) hangs until released."""
+
+    def __init__(self, snapshot) -> None:
+        super().__init__(snapshot)
+        self.release = threading.Event()
+
+    def sample(self, *, host_processes: int = 0):
+        self.release.wait(10)
+        return super().sample(host_processes=host_processes)
+
+
+async def test_first_frame_has_a_reading_before_the_slow_one_lands(tmp_path):
+    slow = SlowGpuSampler(gpu_box())
+    app = make_app(tmp_path, sampler_factory=lambda: slow)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        try:
+            assert slow.samples == 0  # the worker is still waiting on "NVML"
+            assert "VRAM 8.9" in text_of(app, "#diagnosis")
+            assert "23%" in app.query_one("#cpu-meter").text
+        finally:
+            slow.release.set()
+        await settle(app, pilot)
+        assert slow.samples == 1

@@ -16,7 +16,8 @@ from rigdeck.core.telemetry.diagnosis import diagnose
 from rigdeck.core.telemetry.history import History
 from rigdeck.core.telemetry.nvml import NvmlReader
 from rigdeck.core.telemetry.processes import send_signal
-from rigdeck.core.telemetry.sampler import TelemetrySampler
+from rigdeck.core.telemetry.sampler import DISK_TTL_S, TelemetrySampler
+from rigdeck.core.telemetry.snapshot import GPU_PENDING
 from tests.support.fake_nvml import FakeGpu, FakeNvml, this_process_on_gpu
 from tests.support.fixed_snapshot import gpu_box, no_gpu_box
 
@@ -194,3 +195,75 @@ def test_sigterm_stops_a_real_process():
         assert child.wait(timeout=10) == -signal.SIGTERM
     finally:
         child.kill()
+
+
+def test_first_reading_is_host_only_and_leaves_nvml_unstarted(monkeypatch):
+    started = []
+
+    class Recording(NvmlReader):
+        def __init__(self) -> None:
+            started.append(True)
+            super().__init__(FakeNvml([FakeGpu()]))
+
+    monkeypatch.setattr("rigdeck.core.telemetry.sampler.NvmlReader", Recording)
+    sampler = TelemetrySampler(watched=[])
+    first = sampler.first_reading()
+    assert not started  # NVML is for the worker, not the first frame
+    assert first.gpus == () and first.gpu_status == GPU_PENDING
+    assert first.host_processes == ()
+    assert len(first.cpu.per_core) == psutil.cpu_count()
+    assert all(0.0 <= p <= 100.0 for p in first.cpu.per_core)
+    assert first.memory.total == psutil.virtual_memory().total
+    full = sampler.sample()
+    assert started == [True] and len(full.gpus) == 1
+
+
+def test_cpu_percent_is_measured_between_readings_whatever_the_thread():
+    from rigdeck.core.telemetry.sampler import _busy_percent
+
+    before = psutil.cpu_times()._replace(**dict.fromkeys(psutil.cpu_times()._fields, 0.0))
+    # 30 ticks busy, 60 idle, 10 waiting on I/O: 30% busy, as psutil.cpu_percent counts it.
+    waiting = {"iowait": 10.0} if "iowait" in before._fields else {"idle": 70.0}
+    after = before._replace(**{"user": 30.0, "idle": 60.0, **waiting})
+    assert _busy_percent(before, after) == pytest.approx(30.0)
+    assert _busy_percent(after, after) == 0.0  # no time passed: no reading, not a division
+
+
+def test_host_scan_reads_command_lines_of_shown_processes_only(monkeypatch):
+    reads = []
+    real = psutil.Process.cmdline
+
+    def counting(self):
+        reads.append(self.pid)
+        return real(self)
+
+    monkeypatch.setattr(psutil.Process, "cmdline", counting)
+    sampler = TelemetrySampler(nvml=NvmlReader(FakeNvml([])), watched=[])
+    rows = sampler.sample(host_processes=3).host_processes
+    assert len(rows) == 3 and len(reads) <= 3
+    assert [p.rss for p in rows] == sorted((p.rss for p in rows), reverse=True)
+    biggest = max(p.memory_info().rss for p in psutil.process_iter() if p.is_running())
+    assert rows[0].rss >= biggest * 0.5  # the largest are the ones kept
+    reads.clear()
+    again = sampler.sample(host_processes=3).host_processes
+    kept = {p.pid for p in rows} & {p.pid for p in again}
+    assert len(reads) <= 3 - len(kept)  # a process already described is not read again
+
+
+def test_no_host_scan_while_gpu_processes_are_listed():
+    gpu = FakeGpu(processes=this_process_on_gpu(256 * 1024**2))
+    sampler = TelemetrySampler(nvml=NvmlReader(FakeNvml([gpu])), watched=[])
+    snap = sampler.sample(host_processes=30)
+    assert snap.gpus[0].processes and snap.host_processes == ()
+
+
+def test_disk_space_is_read_again_only_after_its_ttl(tmp_path):
+    clock = Clock()
+    sampler = TelemetrySampler(nvml=NvmlReader(FakeNvml([])), watched=[("home", tmp_path)],
+                               clock=clock)
+    first = sampler.sample().disks
+    clock.now += 1.0
+    assert sampler.sample().disks is first
+    clock.now += DISK_TTL_S
+    again = sampler.sample().disks
+    assert again is not first and again[0].labels == ("home",)
