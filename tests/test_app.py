@@ -17,6 +17,7 @@ from rigdeck.core.telemetry.sampler import TelemetrySampler
 from rigdeck.tui.app import RigdeckApp
 from rigdeck.tui.panes.telemetry import TelemetryPane
 from rigdeck.tui.screens import ConfirmScreen, DoctorScreen, HelpScreen
+from rigdeck.tui.widgets.line_panel import LinePanel
 from rigdeck.tui.widgets.process_list import ProcessList
 from tests.support.fake_nvml import FakeGpu, FakeNvml
 from tests.support.fixed_snapshot import FixedSampler, gpu_box, no_gpu_box
@@ -280,7 +281,8 @@ async def test_first_frame_has_a_reading_before_the_slow_one_lands(tmp_path):
         try:
             assert slow.samples == 0  # the worker is still waiting on "NVML"
             assert "VRAM 8.9" in text_of(app, "#diagnosis")
-            assert "23%" in app.query_one("#cpu-meter").text
+            cpu = app.query_one("#cpu-panel", LinePanel).lines[0]
+            assert cpu.fraction == pytest.approx(0.23) and "23%" in cpu.text
         finally:
             slow.release.set()
         await settle(app, pilot)

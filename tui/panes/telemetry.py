@@ -17,8 +17,7 @@ from textual.reactive import reactive
 from rigdeck.core.telemetry.history import History
 from rigdeck.core.telemetry.snapshot import GPU_PENDING, GpuProcess, GpuStats, Snapshot
 from rigdeck.core.units import format_bytes, format_rate
-from rigdeck.tui.widgets.graph import Graph
-from rigdeck.tui.widgets.meter import Meter
+from rigdeck.tui.widgets.line_panel import Cells, GraphLine, LinePanel, MeterLine, TextRow
 from rigdeck.tui.widgets.process_list import Column, ProcessList
 from rigdeck.tui.widgets.text_line import TextLine
 
@@ -59,6 +58,18 @@ def process_cells(p: GpuProcess) -> tuple[str, ...]:
     )
 
 
+def meter(label: str, fraction: float | None, text: str) -> MeterLine:
+    """A meter line with its fraction clamped to 0..1 (a power draw can pass its limit)."""
+    return MeterLine(label, None if fraction is None else min(max(fraction, 0.0), 1.0), text)
+
+
+# What a GPU card shows before its first reading: empty bars and graphs.
+_GPU_EMPTY = (
+    Cells((MeterLine("util", None, ""), MeterLine("vram", None, ""), MeterLine("pwr", None, ""))),
+    Cells((GraphLine(()), GraphLine(()), GraphLine(()))),
+)
+
+
 def _no_gpu_text(status: str) -> str:
     return "Reading GPUs…" if status == GPU_PENDING else f"No GPU readings: {status}"
 
@@ -81,7 +92,6 @@ class GpuCard(Vertical):
     DEFAULT_CSS = """
     GpuCard { height: auto; }
     GpuCard .gpu-title { height: 1; }
-    GpuCard Graph { height: 1; }
     """
 
     def __init__(self, index: int) -> None:
@@ -91,20 +101,10 @@ class GpuCard(Vertical):
     def compose(self) -> ComposeResult:
         i = self.index
         self._title = TextLine(classes="gpu-title", id=f"gpu-{i}-title")
-        self._util = Meter("util", id=f"gpu-{i}-util")
-        self._mem = Meter("vram", id=f"gpu-{i}-mem")
-        self._power = Meter("pwr", id=f"gpu-{i}-power")
-        self._graphs = {
-            key: Graph(id=f"gpu-{i}-{key}-hist")
-            for key in ("util", "mem", "power")
-        }
+        # Meters on one line, their histories under them: one widget for both rows.
+        self._gauges = LinePanel(_GPU_EMPTY, id=f"gpu-{i}-gauges")
         yield self._title
-        with Horizontal(classes="meter-row"):
-            yield self._util
-            yield self._mem
-            yield self._power
-        with Horizontal(classes="meter-row"):
-            yield from self._graphs.values()
+        yield self._gauges
 
     def show(self, gpu: GpuStats, history: History) -> None:
         i = self.index
@@ -128,23 +128,29 @@ class GpuCard(Vertical):
             parts.append(f"pcie ↓{format_rate(gpu.pcie_rx_bps)} ↑{format_rate(gpu.pcie_tx_bps)}")
         self._title.show_markup("  ".join(parts))
         util = gpu.util_percent
-        self._util.set(
-            None if util is None else util / 100, "N/A" if util is None else f"{util:.0f}%"
-        )
         mem_frac = (
             gpu.memory_used / gpu.memory_total
             if gpu.memory_used is not None and gpu.memory_total
             else None
         )
-        self._mem.set(mem_frac, f"{_gb(gpu.memory_used)}/{_gb(gpu.memory_total)}G")
         if gpu.power_w is not None:
-            frac = gpu.power_w / gpu.power_limit_w if gpu.power_limit_w else None
             limit = f"/{gpu.power_limit_w:.0f}" if gpu.power_limit_w else ""
-            self._power.set(frac, f"{gpu.power_w:.0f}{limit}W")
+            power = meter("pwr", gpu.power_w / gpu.power_limit_w if gpu.power_limit_w else None,
+                          f"{gpu.power_w:.0f}{limit}W")
         else:
-            self._power.set(None, "N/A")
-        for key, graph in self._graphs.items():
-            graph.set_data(history.series(f"gpu{i}.{key}"))
+            power = meter("pwr", None, "N/A")
+        self._gauges.set_lines((
+            Cells((
+                meter("util", None if util is None else util / 100,
+                      "N/A" if util is None else f"{util:.0f}%"),
+                meter("vram", mem_frac, f"{_gb(gpu.memory_used)}/{_gb(gpu.memory_total)}G"),
+                power,
+            )),
+            Cells(tuple(
+                GraphLine(tuple(history.series(f"gpu{i}.{key}")))
+                for key in ("util", "mem", "power")
+            )),
+        ))
 
 
 class TelemetryPane(Vertical):
@@ -183,12 +189,13 @@ class TelemetryPane(Vertical):
         self._diagnosis_lines = 1
         # Kept as attributes: a query per widget per tick costs more than drawing the figures.
         self._diagnosis = TextLine("Reading the machine…", id="diagnosis")
-        self._cpu_meter = Meter("CPU", id="cpu-meter")
-        self._cpu_cores = TextLine(id="cpu-cores")
-        self._cpu_hist = Graph(id="cpu-hist")
-        self._ram_meter = Meter("RAM", id="ram-meter")
-        self._swap_meter = Meter("swap", id="swap-meter")
-        self._ram_hist = Graph(id="ram-hist")
+        self._cpu_panel = LinePanel(
+            (MeterLine("CPU", None, ""), TextRow(""), GraphLine(())), id="cpu-panel"
+        )
+        self._mem_panel = LinePanel(
+            (MeterLine("RAM", None, ""), MeterLine("swap", None, ""), GraphLine(())),
+            id="mem-panel",
+        )
         self._gpu_box = Vertical(id="gpu-box", classes="box")
         self._io_line = TextLine(id="io-line")
         self._processes = ProcessList(PROCESS_COLUMNS, id="processes")
@@ -198,13 +205,9 @@ class TelemetryPane(Vertical):
         yield self._diagnosis
         with Horizontal(id="host-row"):
             with Vertical(id="cpu-box", classes="box"):
-                yield self._cpu_meter
-                yield self._cpu_cores
-                yield self._cpu_hist
+                yield self._cpu_panel
             with Vertical(id="mem-box", classes="box"):
-                yield self._ram_meter
-                yield self._swap_meter
-                yield self._ram_hist
+                yield self._mem_panel
         yield self._gpu_box
         yield self._io_line
         yield self._processes
@@ -252,18 +255,19 @@ class TelemetryPane(Vertical):
         cpu = snap.cpu
         freq = f" {cpu.freq_mhz / 1000:.1f}GHz" if cpu.freq_mhz else ""
         load = f" load {cpu.load_avg[0]:.1f}" if cpu.load_avg else ""
-        self._cpu_meter.set(cpu.percent / 100, f"{cpu.percent:3.0f}%{freq}")
-        self._cpu_cores.show(f"{cpu.logical_cores} cores {core_strip(cpu.per_core)}{load}")
+        self._cpu_panel.set_lines((
+            meter("CPU", cpu.percent / 100, f"{cpu.percent:3.0f}%{freq}"),
+            TextRow(f"{cpu.logical_cores} cores {core_strip(cpu.per_core)}{load}"),
+            GraphLine(tuple(history.series("cpu"))),
+        ))
         mem = snap.memory
-        self._ram_meter.set(
-            mem.used / mem.total if mem.total else None, f"{_gb(mem.used)}/{_gb(mem.total)}G"
-        )
-        self._swap_meter.set(
-            mem.swap_used / mem.swap_total if mem.swap_total else None,
-            f"{_gb(mem.swap_used)}/{_gb(mem.swap_total)}G" if mem.swap_total else "none",
-        )
-        self._cpu_hist.set_data(history.series("cpu"))
-        self._ram_hist.set_data(history.series("ram"))
+        self._mem_panel.set_lines((
+            meter("RAM", mem.used / mem.total if mem.total else None,
+                  f"{_gb(mem.used)}/{_gb(mem.total)}G"),
+            meter("swap", mem.swap_used / mem.swap_total if mem.swap_total else None,
+                  f"{_gb(mem.swap_used)}/{_gb(mem.swap_total)}G" if mem.swap_total else "none"),
+            GraphLine(tuple(history.series("ram"))),
+        ))
 
     def _show_gpus(self, snap: Snapshot, history: History) -> None:
         box = self._gpu_box

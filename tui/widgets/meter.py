@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 from rich.segment import Segment
@@ -30,6 +31,33 @@ _FILL_CLASS = {
 }
 
 
+METER_CSS = """
+    & > .meter--label { text-style: bold; }
+    & > .meter--ok { color: $success; }
+    & > .meter--warning { color: $warning; }
+    & > .meter--error { color: $error; }
+    & > .meter--na { color: $text-muted; }
+    & > .meter--empty { color: $text-disabled; }
+"""
+METER_CLASSES = frozenset(
+    {"meter--label", "meter--ok", "meter--warning", "meter--error", "meter--na", "meter--empty"}
+)
+
+
+def meter_segments(label: str, label_width: int, fraction: float | None, text: str,
+                   width: int, styles: Mapping[str, Style]) -> list[Segment]:
+    """The meter's line: ``styles`` maps the METER_CLASSES (and "plain") to resolved styles."""
+    text = text if fraction is not None or text else "N/A"
+    bar_width = max(width - label_width - len(text) - 2, 4)
+    filled = round((fraction or 0.0) * bar_width)
+    return [
+        Segment(label.ljust(label_width)[:label_width], styles["meter--label"]),
+        Segment("█" * filled, styles[_FILL_CLASS[severity(fraction)]]),
+        Segment("░" * (bar_width - filled), styles["meter--empty"]),
+        Segment(f" {text}", styles["plain"]),
+    ]
+
+
 class Meter(Widget):
     """A gauge that draws a bar for ``fraction`` (0..1) between a label and a value text.
 
@@ -38,20 +66,9 @@ class Meter(Widget):
     a meter whose reading did not move costs nothing on a tick.
     """
 
-    COMPONENT_CLASSES: ClassVar[set[str]] = {
-        "meter--label", "meter--ok", "meter--warning", "meter--error", "meter--na",
-        "meter--empty",
-    }
+    COMPONENT_CLASSES: ClassVar[set[str]] = set(METER_CLASSES)
 
-    DEFAULT_CSS = """
-    Meter { height: 1; width: 1fr; }
-    Meter > .meter--label { text-style: bold; }
-    Meter > .meter--ok { color: $success; }
-    Meter > .meter--warning { color: $warning; }
-    Meter > .meter--error { color: $error; }
-    Meter > .meter--na { color: $text-muted; }
-    Meter > .meter--empty { color: $text-disabled; }
-    """
+    DEFAULT_CSS = "Meter { height: 1; width: 1fr; " + METER_CSS + "}"
 
     fraction: reactive[float | None] = reactive(None)
     """How full the bar is, 0..1; None when the reading is not available."""
@@ -97,16 +114,7 @@ class Meter(Widget):
         return self._line
 
     def _draw(self, width: int) -> Strip:
-        text = self.text if self.fraction is not None or self.text else "N/A"
-        bar_width = max(width - self.label_width - len(text) - 2, 4)
-        filled = round((self.fraction or 0.0) * bar_width)
         styles = self._resolved()
-        plain = styles["plain"]
-        segments = [
-            Segment(self.label.ljust(self.label_width)[: self.label_width],
-                    styles["meter--label"]),
-            Segment("█" * filled, styles[_FILL_CLASS[severity(self.fraction)]]),
-            Segment("░" * (bar_width - filled), styles["meter--empty"]),
-            Segment(f" {text}", plain),
-        ]
-        return Strip(segments).crop_extend(0, width, plain)
+        segments = meter_segments(self.label, self.label_width, self.fraction, self.text, width,
+                                  styles)
+        return Strip(segments).crop_extend(0, width, styles["plain"])
