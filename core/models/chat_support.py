@@ -64,7 +64,10 @@ def fit_here(
     if snapshot is None:
         plan = RunPlan(str(path), n_ctx=models.context)
         return FittedPlan(plan, None, "no machine reading yet: CPU only, no prediction")
-    placement = fit(info, budget_from_snapshot(snapshot), settings)
+    from rigdeck.core.models.speed import load_or_measure_cpu
+
+    budget = budget_from_snapshot(snapshot, calibration=load_or_measure_cpu())
+    placement = fit(info, budget, settings)
     note = "" if placement.fits else f"the fit says it may not fit: {placement.why}"
     return FittedPlan(plan_from_placement(path, placement), placement, note)
 

@@ -127,7 +127,9 @@ def machine_budget(*, threads: int | None = None) -> HardwareBudget:
     finally:
         sampler.close()
     n_threads = threads or default_threads(snap.cpu.logical_cores)
-    calibration = speed.load_or_measure_cpu(threads=n_threads)
+    # One calibration for every caller (all cores, cached): bandwidth(n) derives fewer threads,
+    # and a per-thread-count cache would re-measure whenever two callers differ.
+    calibration = speed.load_or_measure_cpu()
     return budget_from_snapshot(snap, calibration=calibration, threads=n_threads)
 
 
