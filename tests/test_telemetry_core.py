@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import psutil
 import pytest
@@ -16,6 +17,7 @@ from rigdeck.core.telemetry.diagnosis import diagnose
 from rigdeck.core.telemetry.history import History
 from rigdeck.core.telemetry.nvml import NvmlReader
 from rigdeck.core.telemetry.processes import send_signal
+from rigdeck.core.telemetry.procfs import cpu_clock, resident_sizes
 from rigdeck.core.telemetry.sampler import DISK_TTL_S, TelemetrySampler
 from rigdeck.core.telemetry.snapshot import GPU_PENDING
 from tests.support.fake_nvml import FakeGpu, FakeNvml, this_process_on_gpu
@@ -267,3 +269,29 @@ def test_disk_space_is_read_again_only_after_its_ttl(tmp_path):
     clock.now += DISK_TTL_S
     again = sampler.sample().disks
     assert again is not first and again[0].labels == ("home",)
+
+
+def test_resident_sizes_and_cpu_clock_match_psutil():
+    sizes = {pid: rss for rss, pid in resident_sizes()}
+    mine = psutil.Process().memory_info().rss
+    assert sizes[os.getpid()] == pytest.approx(mine, rel=0.2)
+    start, cpu_s = cpu_clock(os.getpid())
+    times = psutil.Process().cpu_times()
+    assert cpu_s == pytest.approx(times.user + times.system, abs=0.1)
+    assert cpu_clock(os.getpid())[0] == start  # the start time names this process for good
+    assert cpu_clock(2**22 + 12345) is None  # no such pid: gone, not an error
+
+
+def test_host_process_cpu_percent_is_measured_between_scans():
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        sampler = TelemetrySampler(nvml=NvmlReader(FakeNvml([])), watched=[])
+        first = {p.pid: p for p in sampler.sample(host_processes=10_000).host_processes}
+        assert first[busy.pid].cpu_percent is None  # first sight: no interval yet
+        time.sleep(0.5)
+        second = {p.pid: p for p in sampler.sample(host_processes=10_000).host_processes}
+        assert second[busy.pid].cpu_percent > 30  # a spinning process, in % of one core
+        assert "while True" in second[busy.pid].command
+    finally:
+        busy.kill()
+        busy.wait()

@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import psutil
 
 from rigdeck.core.telemetry.diagnosis import diagnose
 from rigdeck.core.telemetry.nvml import NvmlReader
+from rigdeck.core.telemetry.procfs import cpu_clock, resident_sizes
 from rigdeck.core.telemetry.snapshot import (
     GPU_PENDING,
     CpuStats,
@@ -65,6 +66,17 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+@dataclass(frozen=True)
+class _Described:
+    """What the last scan learnt of one shown process."""
+
+    start: float  # tells a reused pid apart
+    user: str | None
+    command: str
+    cpu_s: float
+    at: float
+
+
 class TelemetrySampler:
     """Reads the machine. ``sample()`` is the only per-tick call.
 
@@ -92,9 +104,8 @@ class TelemetrySampler:
         # Our own baseline rather than psutil.cpu_percent's, which psutil keeps per thread: a
         # reading from a fresh worker thread would otherwise measure an empty interval.
         self._prev_cpu = psutil.cpu_times(percpu=True)
-        # pid -> (the psutil.Process it was read from, user, command): a command line is read
-        # once per process, not once per scan. The Process object tells a reused pid apart.
-        self._described: dict[int, tuple[psutil.Process, str | None, str]] = {}
+        # A command line is read once per process, not once per scan.
+        self._described: dict[int, _Described] = {}
         self._users: dict[int, str | None] = {}
         self._disks_cache: tuple[float, tuple[DiskStats, ...]] | None = None
 
@@ -161,26 +172,29 @@ class TelemetrySampler:
     def _host_processes(self, limit: int) -> tuple[GpuProcess, ...]:
         # Only the resident size of every process (one small read each); who owns it, its
         # command line and CPU% are read for the few that are shown.
-        sized: list[tuple[int, psutil.Process]] = []
-        for proc in psutil.process_iter():
-            try:
-                sized.append((proc.memory_info().rss, proc))
-            except psutil.Error:
-                continue
-        top = heapq.nlargest(limit, sized, key=lambda item: item[0])
-        described: dict[int, tuple[psutil.Process, str | None, str]] = {}
+        now = self._clock()
+        described: dict[int, _Described] = {}
         rows = []
-        for rss, proc in top:
-            known = self._described.get(proc.pid)
-            if known is None or known[0] is not proc:
-                known = (proc, *self._describe(proc))
-            described[proc.pid] = known
-            try:
-                cpu: float | None = proc.cpu_percent(None)
-            except psutil.Error:
-                cpu = None
-            rows.append(GpuProcess(pid=proc.pid, gpu_index=None, gpu_memory=None, kind="host",
-                                   user=known[1], command=known[2], cpu_percent=cpu, rss=rss))
+        for rss, pid in heapq.nlargest(limit, resident_sizes()):
+            clock = cpu_clock(pid)
+            if clock is None:
+                continue  # exited since the sizes were read
+            start, cpu_s = clock
+            known = self._described.get(pid)
+            cpu: float | None = None
+            if known is None or known.start != start:
+                try:
+                    user, command = self._describe(psutil.Process(pid))
+                except psutil.Error:
+                    continue
+            else:
+                user, command = known.user, known.command
+                if now > known.at:
+                    # % of one core since the last scan, as top counts it.
+                    cpu = max(cpu_s - known.cpu_s, 0.0) / (now - known.at) * 100
+            described[pid] = _Described(start, user, command, cpu_s, now)
+            rows.append(GpuProcess(pid=pid, gpu_index=None, gpu_memory=None, kind="host",
+                                   user=user, command=command, cpu_percent=cpu, rss=rss))
         self._described = described
         return tuple(rows)
 
