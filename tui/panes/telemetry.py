@@ -186,6 +186,7 @@ class TelemetryPane(Vertical):
         self._gpu_key: tuple[int, str] | None = None
         self._rows: list[GpuProcess] = []
         self._rows_from: tuple[GpuProcess, ...] | None = None
+        self._rows_drawn_at: float | None = None
         self._diagnosis_lines = 1
         # Kept as attributes: a query per widget per tick costs more than drawing the figures.
         self._diagnosis = TextLine("Reading the machine…", id="diagnosis")
@@ -314,9 +315,16 @@ class TelemetryPane(Vertical):
             source = self._rows_from  # host processes come every few readings: keep the last
         else:
             source = ()
-        if source == self._rows_from and not force:
+        if not force and source == self._rows_from:
             return
+        if not force and gpu_rows and self._rows_from and self._rows_drawn_at is not None:
+            # NVML lists GPU processes every tick with fresh CPU% and RSS; the same processes
+            # are redrawn at the host list's pace, a new or gone one at once.
+            same = {p.pid for p in gpu_rows} == {p.pid for p in self._rows_from}
+            if same and snap.monotonic - self._rows_drawn_at < PROCESS_REFRESH_S:
+                return
         self._rows_from = source
+        self._rows_drawn_at = snap.monotonic
         rows = list(source)
         key, label = SORT_KEYS[self.sort_index]
         if key == "memory":
