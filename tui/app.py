@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
+from typing import Any
 
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
@@ -16,6 +17,7 @@ from textual.content import Content
 from textual.message import Message
 from textual.screen import Screen
 from textual.theme import Theme
+from textual.widget import Widget
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
@@ -28,8 +30,6 @@ from rigdeck.core.telemetry.sampler import TelemetrySampler, default_watched_pat
 from rigdeck.core.telemetry.snapshot import GPU_PENDING, Snapshot
 from rigdeck.core.themes import ThemeSpec, builtin_themes, default_theme_name, user_themes
 from rigdeck.core.units import format_duration
-from rigdeck.tui.panes.chat import ChatPane
-from rigdeck.tui.panes.models import ModelsPane
 from rigdeck.tui.panes.telemetry import HOST_PROCESS_ROWS, PROCESS_REFRESH_S, TelemetryPane
 from rigdeck.tui.screens import ConfirmScreen, DoctorScreen, HelpScreen
 
@@ -39,6 +39,19 @@ PANES: tuple[tuple[str, str, str], ...] = (
     ("chat", "Chat", "3"),
     ("cloud", "Cloud", "4"),
 )
+
+LAZY_PANES = ("models", "chat")
+
+
+def _pane_class(pane: str) -> Any:
+    if pane == "models":
+        from rigdeck.tui.panes.models import ModelsPane
+
+        return ModelsPane
+    from rigdeck.tui.panes.chat import ChatPane
+
+    return ChatPane
+
 
 PLACEHOLDERS = {
     "cloud": "Cloud GPUs: rent the cheapest Vast.ai instance that fits, sync data over SSH, "
@@ -114,16 +127,18 @@ class RigdeckApp(App[None]):
                 with TabPane(f"{key} {title}", id=pane):
                     if pane == "telemetry":
                         yield TelemetryPane(id="telemetry-pane")
-                    elif pane == "models":
-                        yield ModelsPane(id="models-pane")
-                    elif pane == "chat":
-                        yield ChatPane(id="chat-pane")
+                    elif pane in LAZY_PANES:
+                        pass  # mounted after the first frame: see _ensure_pane
                     else:
                         yield Static(PLACEHOLDERS[pane], classes="placeholder")
         yield Footer()
 
     def on_mount(self) -> None:
         self._load_themes()
+        if self.is_headless:
+            # Tests and screenshots want every pane at once; only a terminal waits on start-up.
+            for pane in LAZY_PANES:
+                self._ensure_pane(pane)
         if self.settings.ui.keymap:
             self.set_keymap(dict(self.settings.ui.keymap))
         for warning in self.settings.warnings:
@@ -177,7 +192,34 @@ class RigdeckApp(App[None]):
         # Not for headless runs (tests, screenshots): many apps in one process would pile up.
         if not self.is_headless:
             gc.freeze()
+            self._preload_panes()
         self._sample()
+
+    # -- panes built after the first frame ---------------------------------------------------
+    @work(thread=True, exclusive=True, group="preload", exit_on_error=False)
+    def _preload_panes(self) -> None:
+        # Their modules import the Hub client, llama.cpp glue and Markdown (about half a second):
+        # importing them here keeps that off the first frame and off the event loop.
+        for pane in LAZY_PANES:
+            _pane_class(pane)
+        self.call_from_thread(self._mount_lazy_panes)
+
+    def _mount_lazy_panes(self) -> None:
+        for pane in LAZY_PANES:
+            self._ensure_pane(pane)
+
+    def _ensure_pane(self, pane: str) -> Widget:
+        """The pane's widget, mounted into its tab now if it was not yet."""
+        found = self.query(f"#{pane}-pane")
+        if found:
+            return found.first()
+        widget = _pane_class(pane)(id=f"{pane}-pane")
+        self.query_one(f"TabPane#{pane}", TabPane).mount(widget)
+        return widget
+
+    def _pane(self, pane: str) -> Any | None:
+        found = self.query(f"#{pane}-pane")
+        return found.first() if found else None
 
     def _sample(self) -> None:
         """Start one reading. Runs on the event loop: only the worker below leaves it."""
@@ -207,7 +249,9 @@ class RigdeckApp(App[None]):
         if active == "telemetry":
             self.query_one(TelemetryPane).show_snapshot(snap, self.history)
         elif active == "models":
-            self.query_one(ModelsPane).show_snapshot(snap)
+            models = self._pane("models")
+            if models is not None:
+                models.show_snapshot(snap)
         # The next reading is scheduled only after this one landed: a slow NVML never piles up.
         self.set_timer(self.settings.telemetry.refresh_s, self._sample)
 
@@ -256,22 +300,28 @@ class RigdeckApp(App[None]):
             if self.latest is not None:
                 pane.show_snapshot(self.latest, self.history)
             self.query_one("#processes").focus()
-        elif event.pane.id == "models" and self.latest is not None:
-            self.query_one(ModelsPane).show_snapshot(self.latest)
+        elif event.pane.id in LAZY_PANES:
+            pane = self._ensure_pane(event.pane.id)
+            if event.pane.id == "models" and self.latest is not None:
+                pane.show_snapshot(self.latest)
 
-    @on(ModelsPane.RunRequested)
-    def _run_model(self, message: ModelsPane.RunRequested) -> None:
+    # Handlers by name: the pane classes are imported only after the first frame.
+    def on_models_pane_run_requested(self, message: Any) -> None:
         self.action_show_pane("chat")
-        self.query_one(ChatPane).start_model(message.path, message.placement, message.label)
+        chat = self._ensure_pane("chat")
+        chat.start_model(message.path, message.placement, message.label)
 
-    @on(ChatPane.RunningChanged)
-    def _running_changed(self, message: ChatPane.RunningChanged) -> None:
+    def on_chat_pane_running_changed(self, message: Any) -> None:
         self.running_label = message.label
         if self.latest is not None:
             self._update_statusbar(self.latest)
 
     # -- actions -----------------------------------------------------------------------------
     def action_show_pane(self, pane: str) -> None:
+        if pane in LAZY_PANES:
+            self._ensure_pane(pane)
+        # Drop focus first: a focused widget in the pane being hidden would pull its tab back.
+        self.screen.set_focus(None)
         self.query_one("#panes", TabbedContent).active = pane
 
     def action_help(self) -> None:
@@ -285,8 +335,8 @@ class RigdeckApp(App[None]):
             ("everywhere", [Binding("ctrl+p", "command_palette", "Command palette",
                                     id="palette.ctrl")]),
             ("telemetry", TelemetryPane.BINDINGS),
-            ("models", ModelsPane.BINDINGS),
-            ("chat", ChatPane.BINDINGS),
+            ("models", _pane_class("models").BINDINGS),
+            ("chat", _pane_class("chat").BINDINGS),
         ]
         for where, bindings in sources:
             for binding in bindings:

@@ -198,13 +198,13 @@ class ChatPane(Vertical):
 
     def on_show(self, event: Show) -> None:
         # The tab was switched to: put focus where the next key makes sense.
-        focused = self.screen.focused
-        if focused is not None and self in focused.ancestors:
-            return
-        if self._model is not None:
-            self.query_one("#chat-input").focus()
-        else:
+        # With no model there is nothing to type to, and the input would swallow pane keys (4).
+        if self._model is None:
             self.query_one("#chat-log").focus()
+            return
+        focused = self.screen.focused
+        if focused is None or self not in focused.ancestors:
+            self.query_one("#chat-input").focus()
 
     # -- public contract ---------------------------------------------------------------------------
     def start_model(self, path: Path, placement: Placement | None, label: str) -> None:
