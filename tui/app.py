@@ -320,9 +320,13 @@ class RigdeckApp(App[None]):
     def action_show_pane(self, pane: str) -> None:
         if pane in LAZY_PANES:
             self._ensure_pane(pane)
-        # Drop focus first: a focused widget in the pane being hidden would pull its tab back.
+        # Move focus first: a focused widget in the pane being hidden would pull its tab back,
+        # and the next key (typed at once) must reach the pane just shown.
         self.screen.set_focus(None)
         self.query_one("#panes", TabbedContent).active = pane
+        widget = self._pane(pane)
+        if widget is not None and hasattr(widget, "focus_default"):
+            widget.focus_default()
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.binding_rows()))

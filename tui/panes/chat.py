@@ -197,7 +197,10 @@ class ChatPane(Vertical):
         self._show_idle()
 
     def on_show(self, event: Show) -> None:
-        # The tab was switched to: put focus where the next key makes sense.
+        self.focus_default()
+
+    def focus_default(self) -> None:
+        """Put focus where the next key makes sense when the pane is switched to."""
         # With no model there is nothing to type to, and the input would swallow pane keys (4).
         if self._model is None:
             self.query_one("#chat-log").focus()
