@@ -1,7 +1,7 @@
 """The chat pane: a local model through llama.cpp, streaming, with measured vs predicted.
 
 Threads: loading, replying, saving and serving run in thread workers. A reply's worker only
-appends text pieces to a locked buffer; a timer on the event loop drains it about 15 times a
+appends text pieces to a locked buffer; a timer on the event loop drains it about 10 times a
 second into the Markdown stream, so a fast model costs one re-render per frame, not per token.
 """
 
@@ -54,8 +54,8 @@ from rigdeck.core.telemetry.snapshot import Snapshot
 from rigdeck.tui.widgets.chat_message import ChatMessageView
 from rigdeck.tui.widgets.chat_options import ChatOptions
 
-DRAIN_INTERVAL_S = 1 / 15
-STREAM_SWITCH_INTERVAL_S = 0.0005
+DRAIN_INTERVAL_S = 1 / 10
+STREAM_SWITCH_INTERVAL_S = 0.0002
 DEMO_LABEL = "SmolLM2-135M demo"
 # A bad load is worth another try only when a smaller placement could change the outcome.
 _RETRYABLE = {"out-of-memory", "other"}
