@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from textual.containers import VerticalScroll
 
-from rigdeck.core.config import load_settings
 from rigdeck.core.models.chat_support import measured_line, reply_line
 from rigdeck.core.models.runner import GenerationStats, LoadStats, RunPlan
-from rigdeck.core.state import AppState
 from rigdeck.tui.app import RigdeckApp
 from rigdeck.tui.panes.chat import ChatPane
 from rigdeck.tui.widgets.chat_message import ChatMessageView
-from tests.support.fixed_snapshot import FixedSampler, no_gpu_box
+from tests.support.fixed_snapshot import no_gpu_box
+from tests.test_snapshots import fixed_app as snapshot_app
+from tests.test_snapshots import settle
 
 ANSWER = """Three ways to make a training run faster:
 
@@ -27,25 +27,8 @@ loader = DataLoader(ds, batch_size=64, num_workers=8)
 
 
 def fixed_app(tmp_path) -> RigdeckApp:
-    settings = load_settings(
-        tmp_path / "none.toml", env={}, overrides={"ui.theme": "rigdeck-dark",
-                                                   "telemetry.refresh_s": 60.0}
-    )
-    settings = settings.__class__(**{**settings.__dict__, "warnings": ()})
-    return RigdeckApp(
-        settings,
-        sampler_factory=lambda: FixedSampler(no_gpu_box()),
-        state=AppState(tmp_path / "state.json"),
-        clock_free=True,
-    )
+    return snapshot_app(tmp_path, no_gpu_box())
 
-
-async def settle(pilot) -> None:
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-    for timer in list(pilot.app._timers):
-        timer.stop()
-    await pilot.pause()
 
 
 async def show_chat(pilot) -> None:
