@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Literal
 
 from rigdeck.core.models.quant_names import (
+    group_split_parts,
     is_projector,
     model_stem,
     quant_from_filename,
-    split_part,
 )
 
 logger = logging.getLogger(__name__)
@@ -357,15 +357,7 @@ def _group(
     revision: str | None = None,
 ) -> list[LocalModel]:
     """Fold split parts into one model each; single files pass through."""
-    singles: list[_Candidate] = []
-    splits: dict[tuple[str, int], dict[int, _Candidate]] = {}
-    for candidate in candidates:
-        split = split_part(candidate.rel)
-        if split is None:
-            singles.append(candidate)
-        else:
-            stem, index, count = split
-            splits.setdefault((stem, count), {})[index] = candidate
+    singles, splits = group_split_parts(candidates, lambda c: c.rel)
 
     models: list[LocalModel] = []
     check_magic = source in ("folder", "lmstudio")

@@ -48,10 +48,10 @@ from huggingface_hub.utils import WeakFileLock, build_hf_headers, get_session, h
 
 from rigdeck.core.errors import HubError
 from rigdeck.core.models.quant_names import (
+    group_split_parts,
     is_projector,
     model_stem,
     quant_from_filename,
-    split_part,
 )
 from rigdeck.core.secrets import Secret, load_hf_token, redact
 
@@ -728,15 +728,7 @@ class _ErrorContext:
 
 def group_files(repo_id: str, revision: str, files: Iterable[HubFilePart]) -> list[HubFile]:
     """Fold split parts into one `HubFile` each and label quantization and projectors."""
-    singles: list[HubFilePart] = []
-    splits: dict[tuple[str, int], dict[int, HubFilePart]] = {}
-    for f in files:
-        split = split_part(f.path)
-        if split is None:
-            singles.append(f)
-        else:
-            stem, index, count = split
-            splits.setdefault((stem, count), {})[index] = f
+    singles, splits = group_split_parts(files, lambda f: f.path)
     grouped = [
         HubFile(repo_id, revision, (f,), quant_from_filename(f.path), is_projector(f.path))
         for f in singles

@@ -7,8 +7,12 @@ search for, so both paths end in the same spelling llama.cpp uses.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from rigdeck.core.models.ggml_types import file_type_name
+
+T = TypeVar("T")
 
 # Longest spellings first inside each alternation so "Q4_K_M" wins over "Q4_K" and "IQ2_XXS" over
 # "IQ2_XS". The label must stand alone between separators: "Qwen2.5" or "Q4" inside a word is not
@@ -71,6 +75,22 @@ def split_part(filename: str) -> tuple[str, int, int] | None:
     if not 1 <= index <= count:
         return None
     return match["stem"], index, count
+
+
+def group_split_parts(
+    items: Iterable[T], name: Callable[[T], str]
+) -> tuple[list[T], dict[tuple[str, int], dict[int, T]]]:
+    """Single-file models, and split parts grouped by ``(stem, count)`` then part index."""
+    singles: list[T] = []
+    splits: dict[tuple[str, int], dict[int, T]] = {}
+    for item in items:
+        split = split_part(name(item))
+        if split is None:
+            singles.append(item)
+        else:
+            stem, index, count = split
+            splits.setdefault((stem, count), {})[index] = item
+    return singles, splits
 
 
 def is_projector(filename: str) -> bool:
