@@ -88,14 +88,27 @@ def machine_budget(report: LlamaReport | None, threads: int) -> HardwareBudget:
     gpus: tuple[GpuBudget, ...] = ()
     if report is not None and report.gpu_offload and report.devices:
         gpus = tuple(
-            GpuBudget(index=i, name=_gpu_name(i, dev), total_bytes=total, free_bytes=free,
-                      bandwidth_bytes_per_s=_gpu_bandwidth(i))
-            for i, (dev, free, total) in enumerate(zip(
-                report.devices, report.device_free_bytes, report.device_total_bytes,
-                strict=True)))
-    return HardwareBudget(gpus=gpus, ram_total_bytes=vm.total, ram_available_bytes=vm.available,
-                          cpu_threads=threads, cpu_bandwidth_bytes_per_s=cal.bandwidth(threads),
-                          cpu_flops=cal.prompt_flops())
+            GpuBudget(
+                index=i,
+                name=_gpu_name(i, dev),
+                total_bytes=total,
+                free_bytes=free,
+                bandwidth_bytes_per_s=_gpu_bandwidth(i),
+            )
+            for i, (dev, free, total) in enumerate(
+                zip(
+                    report.devices, report.device_free_bytes, report.device_total_bytes, strict=True
+                )
+            )
+        )
+    return HardwareBudget(
+        gpus=gpus,
+        ram_total_bytes=vm.total,
+        ram_available_bytes=vm.available,
+        cpu_threads=threads,
+        cpu_bandwidth_bytes_per_s=cal.bandwidth(threads),
+        cpu_flops=cal.prompt_flops(),
+    )
 
 
 def _nvml(i: int) -> object | None:
@@ -134,13 +147,17 @@ def _gpu_bandwidth(i: int) -> float | None:
 
 def components(p: Placement, kind: str) -> DeviceFigures:
     devs = [d for d in p.devices if d.kind == kind]
-    return DeviceFigures(sum(d.weights_bytes for d in devs), sum(d.kv_bytes for d in devs),
-                         sum(d.compute_bytes for d in devs),
-                         sum(d.other_bytes for d in devs) if kind == "cpu" else 0)
+    return DeviceFigures(
+        sum(d.weights_bytes for d in devs),
+        sum(d.kv_bytes for d in devs),
+        sum(d.compute_bytes for d in devs),
+        sum(d.other_bytes for d in devs) if kind == "cpu" else 0,
+    )
 
 
-def print_compare(label: str, p: Placement, r: LlamaReport, tally: Tally,
-                  output_bytes: int) -> None:
+def print_compare(
+    label: str, p: Placement, r: LlamaReport, tally: Tally, output_bytes: int
+) -> None:
     """Estimate / llama.cpp per component; the host side includes the logits buffer."""
     real = r.by_device()
     for kind, key in (("gpu", "GPU"), ("cpu", "CPU")):
@@ -157,36 +174,58 @@ def print_compare(label: str, p: Placement, r: LlamaReport, tally: Tally,
         got_total = sum(got)
         if kind == "gpu" and not got_total and not est_total:
             continue
-        print(f"  {label:34} {key}  W {mib(est.weights_bytes)}/{mib(got[0])}"
-              f"  KV {mib(est.kv_bytes)}/{mib(got[1])}"
-              f"  C {mib(est.compute_bytes)}/{mib(got[2])}"
-              f"  out {mib(est_out)}/{mib(got[3])}"
-              f"  total {mib(est_total)}/{mib(got_total)} {tally.add(est_total, got_total)}")
+        print(
+            f"  {label:34} {key}  W {mib(est.weights_bytes)}/{mib(got[0])}"
+            f"  KV {mib(est.kv_bytes)}/{mib(got[1])}"
+            f"  C {mib(est.compute_bytes)}/{mib(got[2])}"
+            f"  out {mib(est_out)}/{mib(got[3])}"
+            f"  total {mib(est_total)}/{mib(got_total)} {tally.add(est_total, got_total)}"
+        )
 
 
-def run_shape(name: str, path: Path, ctxs: list[int], budget: HardwareBudget, tally: Tally,
-              gpu: bool) -> ModelInfo:
+def run_shape(
+    name: str, path: Path, ctxs: list[int], budget: HardwareBudget, tally: Tally, gpu: bool
+) -> ModelInfo:
     t = time.perf_counter()
     model = ModelInfo.from_header(read_gguf(path))
     parse_ms = (time.perf_counter() - t) * 1000
-    print(f"\n{name}: {model.quant}, {model.n_layer} blocks, "
-          f"{model.weights_bytes / GiB:.2f} GiB weights, header parsed in {parse_ms:.1f} ms")
+    print(
+        f"\n{name}: {model.quant}, {model.n_layer} blocks, "
+        f"{model.weights_bytes / GiB:.2f} GiB weights, header parsed in {parse_ms:.1f} ms"
+    )
     print(f"  {'setting (estimate/llama.cpp MiB)':34}")
     cpu_only = replace_gpus(budget, ())
     for ctx in ctxs:
         for kv, fa in KV_MODES:
             st = RunSettings(n_ctx=ctx, type_k=kv, type_v=kv, flash_attn=fa)
             p = place_layers(model, cpu_only if not gpu else budget, st, 0)
-            r = llama_report(ReportRequest(str(path), n_ctx=ctx, type_k=kv, type_v=kv,
-                                           flash_attn=fa, n_gpu_layers=0))
-            print_compare(f"ctx {ctx} {kv} fa={'on' if fa else 'off'} ngl=0", p, r, tally,
-                          model.n_vocab * 4)
+            r = llama_report(
+                ReportRequest(
+                    str(path), n_ctx=ctx, type_k=kv, type_v=kv, flash_attn=fa, n_gpu_layers=0
+                )
+            )
+            print_compare(
+                f"ctx {ctx} {kv} fa={'on' if fa else 'off'} ngl=0", p, r, tally, model.n_vocab * 4
+            )
             if gpu:
                 full = place_layers(model, budget, st, p.total_layers)
-                r = llama_report(ReportRequest(str(path), n_ctx=ctx, type_k=kv, type_v=kv,
-                                               flash_attn=fa, n_gpu_layers=full.total_layers))
-                print_compare(f"ctx {ctx} {kv} fa={'on' if fa else 'off'} ngl=all", full, r,
-                              tally, model.n_vocab * 4)
+                r = llama_report(
+                    ReportRequest(
+                        str(path),
+                        n_ctx=ctx,
+                        type_k=kv,
+                        type_v=kv,
+                        flash_attn=fa,
+                        n_gpu_layers=full.total_layers,
+                    )
+                )
+                print_compare(
+                    f"ctx {ctx} {kv} fa={'on' if fa else 'off'} ngl=all",
+                    full,
+                    r,
+                    tally,
+                    model.n_vocab * 4,
+                )
     return model
 
 
@@ -194,65 +233,101 @@ def replace_gpus(budget: HardwareBudget, gpus: tuple[GpuBudget, ...]) -> Hardwar
     return replace(budget, gpus=gpus)
 
 
-def real_cpu_load(label: str, path: Path, budget: HardwareBudget, threads: int,
-                  tally: Tally, ctx: int = 4096) -> None:
+def real_cpu_load(
+    label: str, path: Path, budget: HardwareBudget, threads: int, tally: Tally, ctx: int = 4096
+) -> None:
     model = ModelInfo.from_header(read_gguf(path))
     st = RunSettings(n_ctx=ctx, flash_attn=True, n_threads=threads)
     # Calibrate right before measuring: on a shared machine the bandwidth others leave us
     # changes from minute to minute, and the prediction should see the same machine.
     cal = speed.measure_cpu(threads)
-    now = replace(budget, gpus=(), cpu_bandwidth_bytes_per_s=cal.bandwidth(threads),
-                  cpu_flops=cal.prompt_flops())
+    now = replace(
+        budget,
+        gpus=(),
+        cpu_bandwidth_bytes_per_s=cal.bandwidth(threads),
+        cpu_flops=cal.prompt_flops(),
+    )
     p = place_layers(model, now, st, 0)
     # Without mmap llama.cpp's buffers are plain allocations; with mmap its report counts the
     # mapped file range, which overlaps the repacked copies of repackable weights.
-    req = ReportRequest(str(path), n_ctx=ctx, flash_attn=True, no_alloc=False, use_mmap=False,
-                        n_threads=threads, prompt_tokens=128, decode_tokens=16)
+    req = ReportRequest(
+        str(path),
+        n_ctx=ctx,
+        flash_attn=True,
+        no_alloc=False,
+        use_mmap=False,
+        n_threads=threads,
+        prompt_tokens=128,
+        decode_tokens=16,
+    )
     runs = [llama_report(req, timeout_s=900) for _ in range(2)]
     # The fastest of two runs: other processes on a shared machine only ever slow it down.
     r = max(runs, key=lambda x: x.decode_tps or 0)
     host = next(d for d in p.devices if d.kind == "cpu")
     print_compare(f"{label} real load ctx {ctx}", p, r, tally, model.n_vocab * 4)
     decode_err = 100 * (p.decode_tps - (r.decode_tps or 0)) / (r.decode_tps or 1)
-    print(f"  {'':34}      RSS {mib(r.rss_bytes or 0)} MiB vs host estimate "
-          f"{mib(host.total_bytes)} MiB; decode {p.decode_tps:7.1f} predicted / "
-          f"{r.decode_tps or 0:7.1f} measured tok/s ({decode_err:+.0f}%); prompt "
-          f"{p.prompt_tps:7.1f} / {r.prompt_tps or 0:7.1f} (CPU read "
-          f"{cal.bandwidth(threads) / 1e9:.1f} GB/s)")
+    print(
+        f"  {'':34}      RSS {mib(r.rss_bytes or 0)} MiB vs host estimate "
+        f"{mib(host.total_bytes)} MiB; decode {p.decode_tps:7.1f} predicted / "
+        f"{r.decode_tps or 0:7.1f} measured tok/s ({decode_err:+.0f}%); prompt "
+        f"{p.prompt_tps:7.1f} / {r.prompt_tps or 0:7.1f} (CPU read "
+        f"{cal.bandwidth(threads) / 1e9:.1f} GB/s)"
+    )
 
 
 def gpu_loads(name: str, path: Path, budget: HardwareBudget, tally: Tally) -> None:
     """Real CUDA loads: everything offloaded, and the fit's choice for a GPU made smaller."""
     model = ModelInfo.from_header(read_gguf(path))
     gpu = budget.gpus[0]
-    for label, free in (("full", gpu.free_bytes),
-                        ("partial", int(model.weights_bytes * 0.55) + 2 * GiB)):
+    for label, free in (
+        ("full", gpu.free_bytes),
+        ("partial", int(model.weights_bytes * 0.55) + 2 * GiB),
+    ):
         if free > gpu.free_bytes:
             continue
-        small = replace_gpus(budget, (GpuBudget(gpu.index, gpu.name, gpu.total_bytes, free,
-                                                gpu.bandwidth_bytes_per_s),))
+        small = replace_gpus(
+            budget,
+            (GpuBudget(gpu.index, gpu.name, gpu.total_bytes, free, gpu.bandwidth_bytes_per_s),),
+        )
         st = RunSettings(n_ctx=4096, flash_attn=True)
         p = fit(model, small, st)
-        req = ReportRequest(str(path), n_ctx=4096, flash_attn=True, n_gpu_layers=p.gpu_layers,
-                            n_cpu_moe=p.n_cpu_moe, no_alloc=False, prompt_tokens=512,
-                            decode_tokens=32, n_threads=budget.cpu_threads)
+        req = ReportRequest(
+            str(path),
+            n_ctx=4096,
+            flash_attn=True,
+            n_gpu_layers=p.gpu_layers,
+            n_cpu_moe=p.n_cpu_moe,
+            no_alloc=False,
+            prompt_tokens=512,
+            decode_tokens=32,
+            n_threads=budget.cpu_threads,
+        )
         try:
             r = llama_report(req, timeout_s=600)
         except Exception as exc:
-            print(f"  {name} {label}: chosen {p.gpu_layers}/{p.total_layers} layers "
-                  f"FAILED to load: {exc}")
+            print(
+                f"  {name} {label}: chosen {p.gpu_layers}/{p.total_layers} layers "
+                f"FAILED to load: {exc}"
+            )
             tally.underestimates_that_fail += 1
             continue
-        print_compare(f"{label}: ngl {p.gpu_layers}/{p.total_layers} cpu_moe {p.n_cpu_moe}",
-                      p, r, tally, model.n_vocab * 4)
+        print_compare(
+            f"{label}: ngl {p.gpu_layers}/{p.total_layers} cpu_moe {p.n_cpu_moe}",
+            p,
+            r,
+            tally,
+            model.n_vocab * 4,
+        )
         dev = next(d for d in p.devices if d.kind == "gpu")
         seen = r.gpu_used_delta_bytes[0] if r.gpu_used_delta_bytes else 0
         within = seen <= free
-        print(f"  {'':34}      NVML used {mib(seen)} MiB vs predicted {mib(dev.total_bytes)} "
-              f"MiB (budget {mib(free)}): loaded, {'within' if within else 'OVER'} budget; "
-              f"decode {p.decode_tps:.1f}/{r.decode_tps or 0:.1f} tok/s "
-              f"({100 * (p.decode_tps - (r.decode_tps or 0)) / (r.decode_tps or 1):+.0f}%), "
-              f"prompt {p.prompt_tps:.0f}/{r.prompt_tps or 0:.0f}")
+        print(
+            f"  {'':34}      NVML used {mib(seen)} MiB vs predicted {mib(dev.total_bytes)} "
+            f"MiB (budget {mib(free)}): loaded, {'within' if within else 'OVER'} budget; "
+            f"decode {p.decode_tps:.1f}/{r.decode_tps or 0:.1f} tok/s "
+            f"({100 * (p.decode_tps - (r.decode_tps or 0)) / (r.decode_tps or 1):+.0f}%), "
+            f"prompt {p.prompt_tps:.0f}/{r.prompt_tps or 0:.0f}"
+        )
 
 
 def main() -> int:
@@ -273,11 +348,13 @@ def main() -> int:
     first = llama_report(ReportRequest(str(probe), n_ctx=512))
     gpu = first.gpu_offload and bool(first.devices)
     budget = machine_budget(first, args.threads)
-    print(f"llama.cpp: {'CUDA ' + ', '.join(first.devices) if gpu else 'CPU only'}; "
-          f"breakdown {'exact' if first.exact else 'from the log only'}; "
-          f"RAM available {budget.ram_available_bytes / GiB:.1f} GiB; CPU read bandwidth "
-          f"{(budget.cpu_bandwidth_bytes_per_s or 0) / 1e9:.1f} GB/s with {args.threads} "
-          f"threads")
+    print(
+        f"llama.cpp: {'CUDA ' + ', '.join(first.devices) if gpu else 'CPU only'}; "
+        f"breakdown {'exact' if first.exact else 'from the log only'}; "
+        f"RAM available {budget.ram_available_bytes / GiB:.1f} GiB; CPU read bandwidth "
+        f"{(budget.cpu_bandwidth_bytes_per_s or 0) / 1e9:.1f} GB/s with {args.threads} "
+        f"threads"
+    )
 
     tally = Tally()
     paths = {}
@@ -289,25 +366,29 @@ def main() -> int:
     if not args.no_real and not gpu:
         print("\nreal CPU loads on this machine (no mmap, flash attention, 4k context)")
         if DEMO.exists():
-            real_cpu_load("SmolLM2-135M Q4_1 (real weights)", DEMO, budget, args.threads,
-                          tally)
+            real_cpu_load("SmolLM2-135M Q4_1 (real weights)", DEMO, budget, args.threads, tally)
         for name in ("llama-3.1-8b-tiny", "qwen3-30b-a3b-tiny", "gemma-2-9b-tiny"):
-            real_cpu_load(name, write_model(tmp / f"{name}.gguf", name), budget,
-                          args.threads, tally)
+            real_cpu_load(
+                name, write_model(tmp / f"{name}.gguf", name), budget, args.threads, tally
+            )
         small = [n for n in shapes if n in ("llama-3.1-8b", "phi-3-mini")]
         for name in small:
             if budget.ram_available_bytes > 3 * paths[name].stat().st_size:
                 real_cpu_load(name, paths[name], budget, args.threads, tally)
 
     if gpu:
-        print("\nreal CUDA loads (4k, flash attention): full offload, and the fit's choice "
-              "for a smaller GPU")
+        print(
+            "\nreal CUDA loads (4k, flash attention): full offload, and the fit's choice "
+            "for a smaller GPU"
+        )
         for name in shapes:
             gpu_loads(name, paths[name], budget, tally)
 
-    print(f"\n{tally.rows} comparisons; {tally.outside} outside 3% / 256 MiB; "
-          f"worst within-target error {tally.worst_pct:.2f}%; "
-          f"chosen layer counts that failed to load: {tally.underestimates_that_fail}")
+    print(
+        f"\n{tally.rows} comparisons; {tally.outside} outside 3% / 256 MiB; "
+        f"worst within-target error {tally.worst_pct:.2f}%; "
+        f"chosen layer counts that failed to load: {tally.underestimates_that_fail}"
+    )
     return 1 if tally.outside or tally.underestimates_that_fail else 0
 
 

@@ -107,23 +107,34 @@ def tools(skip_others: bool, home: Path) -> tuple[list[Tool], list[str]]:
         # An empty PYTHONDONTWRITEBYTECODE turns it off (Python reads only non-empty values).
         pyc = {"PYTHONPYCACHEPREFIX": str(home / "pycache"), "PYTHONDONTWRITEBYTECODE": ""}
         # "CPU  ████░░░░  37% 2.4GHz": before the first reading the bar says N/A instead.
-        found.append(Tool("rigdeck", [binary], re.compile(r"CPU\s+[█░]+\s+\d+%"),
-                          "default refresh (1 s)", env=pyc,
-                          warm=[script_interpreter(binary), "-c",
-                                "import rigdeck.tui.cli, rigdeck.tui.app"]))
+        found.append(
+            Tool(
+                "rigdeck",
+                [binary],
+                re.compile(r"CPU\s+[█░]+\s+\d+%"),
+                "default refresh (1 s)",
+                env=pyc,
+                warm=[script_interpreter(binary), "-c", "import rigdeck.tui.cli, rigdeck.tui.app"],
+            )
+        )
     if skip_others:
         return found, missing
     if shutil.which("btop"):
         # "│CPU ■■■■■■■■■■  58%││" in the CPU box. btop's first frame already has this line
         # (at 0% until its second reading): a complete screen, as rigdeck's first reading is.
-        found.append(Tool("btop", ["btop"], re.compile(r"\bCPU\b[^\n]*?\d+%"),
-                          "update_ms = 1000"))
+        found.append(Tool("btop", ["btop"], re.compile(r"\bCPU\b[^\n]*?\d+%"), "update_ms = 1000"))
     else:
         missing.append("btop (apt-get install -y btop)")
     if shutil.which("glances"):
         # "CPU  [ 98.1%]" in the quick-look block, or "CPU      98.1%" in the summary line.
-        found.append(Tool("glances", ["glances", "-t", "1", "--disable-check-update"],
-                          re.compile(r"\bCPU\s+\[?\s*\d+(\.\d+)?%"), "-t 1, curses"))
+        found.append(
+            Tool(
+                "glances",
+                ["glances", "-t", "1", "--disable-check-update"],
+                re.compile(r"\bCPU\s+\[?\s*\d+(\.\d+)?%"),
+                "-t 1, curses",
+            )
+        )
     else:
         missing.append("glances (apt-get install -y glances)")
     return found, missing
@@ -141,13 +152,17 @@ class Tmux:
         self.env = bench_env(home)
         # A keep-alive session holds the server up between programs, so starting a program
         # never includes starting the tmux server.
-        self.run("new-session", "-d", "-s", "keepalive", "-x", str(SIZE[0]), "-y", str(SIZE[1]),
-                 "cat")
+        self.run(
+            "new-session", "-d", "-s", "keepalive", "-x", str(SIZE[0]), "-y", str(SIZE[1]), "cat"
+        )
 
     def run(self, *args: str, check: bool = True) -> str:
         done = subprocess.run(
             ["tmux", "-S", self.socket, "-f", str(self.conf), *args],
-            env=self.env, capture_output=True, text=True, timeout=10,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
         if check and done.returncode != 0:
             raise RuntimeError(f"tmux {' '.join(args)}: {done.stderr.strip()}")
@@ -156,8 +171,20 @@ class Tmux:
     def start(self, session: str, tool: Tool) -> int:
         extra = [arg for k, v in tool.env.items() for arg in ("-e", f"{k}={v}")]
         # Several arguments make tmux exec the program without a shell: the pane pid is its pid.
-        self.run("new-session", "-d", "-s", session, "-x", str(SIZE[0]), "-y", str(SIZE[1]),
-                 "-c", str(self.home), *extra, *tool.argv)
+        self.run(
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-x",
+            str(SIZE[0]),
+            "-y",
+            str(SIZE[1]),
+            "-c",
+            str(self.home),
+            *extra,
+            *tool.argv,
+        )
         return int(self.run("list-panes", "-t", session, "-F", "#{pane_pid}").split()[0])
 
     def capture(self, session: str) -> str:
@@ -266,10 +293,14 @@ def idle_cpu(tmux: Tmux, chosen: list[Tool], results: dict[str, Result], seconds
 
 
 def report(chosen: list[Tool], results: dict[str, Result], seconds: float) -> None:
-    print(f"\nIdle CPU on the telemetry view, {SIZE[0]}x{SIZE[1]}, {seconds:.0f} s after a "
-          f"{WARMUP_S:.0f} s warm-up, all running at once (% of one core)")
-    print(f"  {'program':<9} {'mean':>7}   {'slices of ' + str(int(SLICE_S)) + ' s (min..max)':<26}"
-          " refresh")
+    print(
+        f"\nIdle CPU on the telemetry view, {SIZE[0]}x{SIZE[1]}, {seconds:.0f} s after a "
+        f"{WARMUP_S:.0f} s warm-up, all running at once (% of one core)"
+    )
+    print(
+        f"  {'program':<9} {'mean':>7}   {'slices of ' + str(int(SLICE_S)) + ' s (min..max)':<26}"
+        " refresh"
+    )
     for tool in chosen:
         r = results[tool.name]
         if r.idle_pct is None:
@@ -297,8 +328,10 @@ def report(chosen: list[Tool], results: dict[str, Result], seconds: float) -> No
     else:
         limit = btop.idle_pct + IDLE_MARGIN_PP
         verdict = "PASS" if mine.idle_pct <= limit else "FAIL"
-        print(f"  idle CPU <= btop + {IDLE_MARGIN_PP:.0f} pp: rigdeck {mine.idle_pct:.2f}% vs "
-              f"limit {limit:.2f}%  {verdict}")
+        print(
+            f"  idle CPU <= btop + {IDLE_MARGIN_PP:.0f} pp: rigdeck {mine.idle_pct:.2f}% vs "
+            f"limit {limit:.2f}%  {verdict}"
+        )
     seen = [f for f in mine.frames if f is not None]
     if seen:
         verdict = "PASS" if min(seen) < FIRST_FRAME_TARGET_S else "FAIL"
@@ -309,10 +342,12 @@ def report(chosen: list[Tool], results: dict[str, Result], seconds: float) -> No
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=30.0,
-                        help="length of the idle CPU window (default 30)")
-    parser.add_argument("--skip-others", action="store_true",
-                        help="measure rigdeck alone (no btop, no glances)")
+    parser.add_argument(
+        "--seconds", type=float, default=30.0, help="length of the idle CPU window (default 30)"
+    )
+    parser.add_argument(
+        "--skip-others", action="store_true", help="measure rigdeck alone (no btop, no glances)"
+    )
     args = parser.parse_args(argv)
 
     if shutil.which("tmux") is None:
@@ -332,16 +367,23 @@ def run_bench(args: argparse.Namespace, home: Path) -> int:
     if not chosen:
         return 0
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"{os.cpu_count()} logical cores, load average {load} at start; "
-          f"programs: {', '.join(t.name for t in chosen)}")
+    print(
+        f"{os.cpu_count()} logical cores, load average {load} at start; "
+        f"programs: {', '.join(t.name for t in chosen)}"
+    )
 
     results = {t.name: Result() for t in chosen}
     tmux = Tmux(home)
     try:
         for tool in chosen:
             if tool.warm:
-                subprocess.run(tool.warm, env={**tmux.env, **tool.env}, cwd=home,
-                               capture_output=True, timeout=120)
+                subprocess.run(
+                    tool.warm,
+                    env={**tmux.env, **tool.env},
+                    cwd=home,
+                    capture_output=True,
+                    timeout=120,
+                )
         for round_no in range(ROUNDS):
             for tool in chosen:
                 paint, took = first_frame(tmux, tool, f"frame-{tool.name}-{round_no}")

@@ -37,7 +37,7 @@ class UiSettings:
         default="",
     )
     keymap: Mapping[str, str] = _doc(
-        "Remap keys by binding id, e.g. { quit = \"ctrl+q\", 'telemetry.pause' = \"space\" }. "
+        'Remap keys by binding id, e.g. { quit = "ctrl+q", \'telemetry.pause\' = "space" }. '
         "Press ? in the app to see every id.",
         default_factory=dict,
     )
@@ -60,11 +60,13 @@ class TelemetrySettings:
 
 @dataclass(frozen=True)
 class ModelSettings:
-    dirs: tuple[str, ...] = _doc("Folders searched for GGUF files, besides the HF cache, "
-                                 "ollama and LM Studio.", default=())
+    dirs: tuple[str, ...] = _doc(
+        "Folders searched for GGUF files, besides the HF cache, ollama and LM Studio.", default=()
+    )
     context: int = _doc("Context length (tokens) used to fit and run models.", default=4096)
-    kv_type: str = _doc("KV cache type: f16, q8_0 or q4_0 (q4_0/q8_0 V needs flash "
-                        "attention).", default="f16")
+    kv_type: str = _doc(
+        "KV cache type: f16, q8_0 or q4_0 (q4_0/q8_0 V needs flash attention).", default="f16"
+    )
     flash_attn: str = _doc("Flash attention: auto, on or off.", default="auto")
 
 
@@ -158,7 +160,9 @@ def load_settings(
 
     built = {name: cls(**values[name]) for name, cls in SECTIONS.items()}
     return Settings(
-        config_path=config_path, warnings=tuple(warnings), **built  # type: ignore[arg-type]
+        config_path=config_path,
+        warnings=tuple(warnings),
+        **built,  # type: ignore[arg-type]
     )
 
 
@@ -236,8 +240,10 @@ def _check(section: str, key: str, value: Any, *, where: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: {name}: expected a string, got {value!r}")
     elif isinstance(default, tuple):
-        if isinstance(value, str) or not isinstance(value, list | tuple) or not all(
-            isinstance(v, str) for v in value
+        if (
+            isinstance(value, str)
+            or not isinstance(value, list | tuple)
+            or not all(isinstance(v, str) for v in value)
         ):
             raise ConfigError(f"{where}: {name}: expected a list of strings, got {value!r}")
         value = tuple(value)

@@ -34,12 +34,15 @@ def _nvidia(nvml: NvmlReader | None) -> Check:
     try:
         if reader.status != "ok":
             return Check(
-                "NVIDIA driver / NVML", "missing", reader.status,
+                "NVIDIA driver / NVML",
+                "missing",
+                reader.status,
                 "CPU-only still works; for a GPU install the NVIDIA driver (nvidia-smi must work)",
             )
         names = ", ".join(g.name for g in reader.read())
         return Check(
-            "NVIDIA driver / NVML", "ok",
+            "NVIDIA driver / NVML",
+            "ok",
             f"driver {reader.driver_version}, {reader.gpu_count} GPU(s): {names}",
         )
     finally:
@@ -50,7 +53,9 @@ def _nvidia(nvml: NvmlReader | None) -> Check:
 def _llama_cpp() -> Check:
     if importlib.util.find_spec("llama_cpp") is None:
         return Check(
-            "llama.cpp (llama-cpp-python)", "missing", "not installed",
+            "llama.cpp (llama-cpp-python)",
+            "missing",
+            "not installed",
             "pip install llama-cpp-python",
         )
     try:
@@ -59,12 +64,18 @@ def _llama_cpp() -> Check:
         gpu = bool(llama_cpp.llama_supports_gpu_offload())
         version = getattr(llama_cpp, "__version__", "?")
     except Exception as exc:  # a wheel built for another CPU fails here, with an OSError
-        return Check("llama.cpp (llama-cpp-python)", "missing", f"does not load: {exc}",
-                     "reinstall: pip install --force-reinstall --no-cache-dir llama-cpp-python")
+        return Check(
+            "llama.cpp (llama-cpp-python)",
+            "missing",
+            f"does not load: {exc}",
+            "reinstall: pip install --force-reinstall --no-cache-dir llama-cpp-python",
+        )
     if gpu:
         return Check("llama.cpp (llama-cpp-python)", "ok", f"{version}, GPU offload built in")
     return Check(
-        "llama.cpp (llama-cpp-python)", "warn", f"{version}, CPU-only build (no GPU offload)",
+        "llama.cpp (llama-cpp-python)",
+        "warn",
+        f"{version}, CPU-only build (no GPU offload)",
         'for CUDA: CMAKE_ARGS="-DGGML_CUDA=on" pip install --force-reinstall --no-cache-dir '
         "llama-cpp-python",
     )
@@ -91,8 +102,12 @@ def _hf_cache() -> Check:
     try:
         from huggingface_hub import constants
     except ImportError:
-        return Check("Hugging Face cache", "missing", "huggingface-hub not installed",
-                     "pip install huggingface-hub")
+        return Check(
+            "Hugging Face cache",
+            "missing",
+            "huggingface-hub not installed",
+            "pip install huggingface-hub",
+        )
     cache = Path(constants.HF_HUB_CACHE)
     token = bool(os.environ.get("HF_TOKEN")) or Path(constants.HF_TOKEN_PATH).is_file()
     # Only whether a token exists is said, never any part of it.
@@ -110,16 +125,24 @@ def _disk(settings: Settings) -> Check:
         target = target.parent
     free = shutil.disk_usage(target).free
     if free < 20 * 1024**3:
-        return Check("free disk", "warn", f"{format_bytes(free)} free at {target}",
-                     "a 7B Q4 model is ~4.5 GB, a 70B ~40 GB: free space or set HF_HOME")
+        return Check(
+            "free disk",
+            "warn",
+            f"{format_bytes(free)} free at {target}",
+            "a 7B Q4 model is ~4.5 GB, a 70B ~40 GB: free space or set HF_HOME",
+        )
     return Check("free disk", "ok", f"{format_bytes(free)} free at {target}")
 
 
 def _tools() -> Check:
     missing = [t for t in ("ssh", "rsync") if shutil.which(t) is None]
     if missing:
-        return Check("ssh / rsync", "missing", "not found: " + ", ".join(missing),
-                     "apt install openssh-client rsync (needed for cloud jobs)")
+        return Check(
+            "ssh / rsync",
+            "missing",
+            "not found: " + ", ".join(missing),
+            "apt install openssh-client rsync (needed for cloud jobs)",
+        )
     return Check("ssh / rsync", "ok", "both on PATH")
 
 
@@ -128,8 +151,12 @@ def _config(settings: Settings) -> Check:
     if settings.warnings:
         return Check("config", "warn", settings.warnings[0], "fix the file, or delete it")
     if path is None or not path.exists():
-        return Check("config", "ok", f"{path} (not created: defaults in use)",
-                     "copy sample_configs/rigdeck.toml there to change settings")
+        return Check(
+            "config",
+            "ok",
+            f"{path} (not created: defaults in use)",
+            "copy sample_configs/rigdeck.toml there to change settings",
+        )
     return Check("config", "ok", str(path))
 
 

@@ -15,8 +15,17 @@ from rigdeck.core.config import toml_location, toml_reason
 from rigdeck.core.errors import ConfigError
 
 COLOUR_KEYS = (
-    "primary", "secondary", "accent", "foreground", "background", "surface", "panel",
-    "boost", "warning", "error", "success",
+    "primary",
+    "secondary",
+    "accent",
+    "foreground",
+    "background",
+    "surface",
+    "panel",
+    "boost",
+    "warning",
+    "error",
+    "success",
 )
 
 
@@ -37,10 +46,10 @@ def parse_theme(text: str, source: str) -> ThemeSpec:
         raise ConfigError(f"{source}:{toml_location(exc)}: {toml_reason(exc)}") from None
     name = data.get("name")
     if not isinstance(name, str) or not name:
-        raise ConfigError(f"{source}: a theme needs name = \"...\"")
+        raise ConfigError(f'{source}: a theme needs name = "..."')
     colours = {k: data[k] for k in COLOUR_KEYS if k in data}
     if "primary" not in colours:
-        raise ConfigError(f"{source}: theme {name!r} needs at least primary = \"#rrggbb\"")
+        raise ConfigError(f'{source}: theme {name!r} needs at least primary = "#rrggbb"')
     bad = [k for k, v in colours.items() if not isinstance(v, str)]
     if bad:
         raise ConfigError(f"{source}: colours must be strings: {', '.join(bad)}")

@@ -144,8 +144,9 @@ async def test_sigterm_after_confirmation_stops_the_process(tmp_path, sleeper):
 
 
 async def test_read_only_mode_refuses_signals(tmp_path, sleeper):
-    app = make_app(tmp_path, sampler_factory=gpu_sampler_with(sleeper.pid),
-                   telemetry={"read_only": True})
+    app = make_app(
+        tmp_path, sampler_factory=gpu_sampler_with(sleeper.pid), telemetry={"read_only": True}
+    )
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(app, pilot)
         await pilot.press("K")
@@ -184,8 +185,11 @@ async def test_config_warning_is_shown_and_app_runs(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[telemetry]\nrefresh_s = = 1\n", encoding="utf-8")
     settings = load_settings(bad, env={})
-    app = RigdeckApp(settings, sampler_factory=lambda: FixedSampler(gpu_box()),
-                     state=AppState(tmp_path / "s.json"))
+    app = RigdeckApp(
+        settings,
+        sampler_factory=lambda: FixedSampler(gpu_box()),
+        state=AppState(tmp_path / "s.json"),
+    )
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(app, pilot)
         messages = [n.message for n in app._notifications]

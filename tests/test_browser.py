@@ -26,7 +26,8 @@ def folder(tmp_path: Path) -> Path:
     write_model(root / "Llama-3.1-8B-Instruct-Q4_K_M.gguf", "llama-3.1-8b", with_tokenizer=False)
     write_model(root / "tiny-Q8_0.gguf", "qwen2.5-7b-tiny", quant="Q8_0", with_tokenizer=False)
     (root / "mmproj-tiny-f16.gguf").write_bytes(
-        (root / "tiny-Q8_0.gguf").read_bytes())  # a projector: listed by discovery, not a row
+        (root / "tiny-Q8_0.gguf").read_bytes()
+    )  # a projector: listed by discovery, not a row
     (root / "garbage-Q4_0.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x01" * 40)
     return root
 
@@ -46,7 +47,9 @@ def test_controls_cycle_and_settings() -> None:
     assert Controls(context=0).context_label == "model max"
     assert Controls(context=8192).context_label == "8k"
     assert [Controls().next_kv().kv_type, Controls().next_kv().next_kv().kv_type] == [
-        "q8_0", "q4_0"]
+        "q8_0",
+        "q4_0",
+    ]
     assert Controls().next_flash().flash == "on"
     assert Controls(flash="on").run_settings().flash_attn is True
     assert Controls().run_settings().flash_attn is None
@@ -109,8 +112,14 @@ def test_fit_rows_match_fit_and_follow_the_controls(folder: Path) -> None:
 def test_partial_verdict_names_the_layers(folder: Path) -> None:
     row = next(r for r in _rows(folder) if r.name == "Llama-3.1-8B-Instruct")
     snap = roomy_gpu_box()
-    small = snap.__class__(**{**snap.__dict__, "gpus": tuple(
-        g.__class__(**{**g.__dict__, "memory_used": 6_500_000_000}) for g in snap.gpus)})
+    small = snap.__class__(
+        **{
+            **snap.__dict__,
+            "gpus": tuple(
+                g.__class__(**{**g.__dict__, "memory_used": 6_500_000_000}) for g in snap.gpus
+            ),
+        }
+    )
     fitted = browser.fit_row(row, budget_from_snapshot(small), RunSettings())
     p = fitted.placement
     assert p is not None and p.verdict == "partial"
@@ -118,21 +127,32 @@ def test_partial_verdict_names_the_layers(folder: Path) -> None:
 
 
 def _record(path: str, n_ctx: int, kv: str, tps: float) -> RunRecord:
-    return RunRecord(model_path=path, settings={"n_ctx": n_ctx, "type_k": kv},
-                     predicted_vram_bytes=int(5.1 * GiB), measured_vram_bytes=int(5.0 * GiB),
-                     predicted_decode_tps=41.0, measured_decode_tps=tps)
+    return RunRecord(
+        model_path=path,
+        settings={"n_ctx": n_ctx, "type_k": kv},
+        predicted_vram_bytes=int(5.1 * GiB),
+        measured_vram_bytes=int(5.0 * GiB),
+        predicted_decode_tps=41.0,
+        measured_decode_tps=tps,
+    )
 
 
 def test_measured_against_predicted_words() -> None:
     run = _record("/m/a.gguf", 4096, "f16", 38.2)
     assert browser.measured_summary(run) == (
-        "predicted 5.1 GB / measured 5.0 GB, 38 tok/s (predicted 41)")
+        "predicted 5.1 GB / measured 5.0 GB, 38 tok/s (predicted 41)"
+    )
     assert browser.measured_line(run).startswith("last run (ctx 4k, KV f16): predicted 5.1 GB")
-    cpu = RunRecord(model_path="/m/a.gguf", predicted_ram_bytes=int(2.5 * GiB),
-                    measured_ram_bytes=int(2.4 * GiB), measured_decode_tps=7.25,
-                    predicted_decode_tps=8.0)
+    cpu = RunRecord(
+        model_path="/m/a.gguf",
+        predicted_ram_bytes=int(2.5 * GiB),
+        measured_ram_bytes=int(2.4 * GiB),
+        measured_decode_tps=7.25,
+        predicted_decode_tps=8.0,
+    )
     assert browser.measured_summary(cpu) == (
-        "predicted 2.5 GB / measured 2.4 GB RAM, 7.2 tok/s (predicted 8.0)")
+        "predicted 2.5 GB / measured 2.4 GB RAM, 7.2 tok/s (predicted 8.0)"
+    )
     assert browser.measured_summary(RunRecord(model_path="/m/a.gguf")) == "nothing measured"
 
 

@@ -269,12 +269,14 @@ async def test_serve_gives_a_url_a_client_can_chat_with_and_stop_frees_the_port(
         assert f"running: SmolLM2-135M demo at {handle.url}" in text_of(app, "#statusbar")
         request = urllib.request.Request(
             f"{handle.url}/chat/completions",
-            data=json.dumps({
-                "model": handle.model_alias,
-                "messages": [{"role": "user", "content": "Say hello."}],
-                "max_tokens": 8,
-                "temperature": 0,
-            }).encode(),
+            data=json.dumps(
+                {
+                    "model": handle.model_alias,
+                    "messages": [{"role": "user", "content": "Say hello."}],
+                    "max_tokens": 8,
+                    "temperature": 0,
+                }
+            ).encode(),
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=120) as response:

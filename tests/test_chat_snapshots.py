@@ -30,7 +30,6 @@ def fixed_app(tmp_path) -> RigdeckApp:
     return snapshot_app(tmp_path, no_gpu_box())
 
 
-
 async def show_chat(pilot) -> None:
     await settle(pilot)
     await pilot.press("3")
@@ -45,21 +44,35 @@ def test_chat_conversation(snap_compare, tmp_path):
     async def inject(pilot) -> None:
         await show_chat(pilot)
         pane = pilot.app.query_one(ChatPane)
-        plan = RunPlan("/models/SmolLM2-135M-Instruct.Q4_1.gguf", n_ctx=4096,
-                       predicted_ram_bytes=399_000_000, predicted_decode_tps=91.0)
+        plan = RunPlan(
+            "/models/SmolLM2-135M-Instruct.Q4_1.gguf",
+            n_ctx=4096,
+            predicted_ram_bytes=399_000_000,
+            predicted_decode_tps=91.0,
+        )
         load = LoadStats(load_seconds=0.4, host_rss_delta_bytes=223_000_000, gpu_bytes=None)
         reply = GenerationStats(
-            prompt_tokens=40, prompt_tokens_evaluated=40, decode_tokens=61, prompt_tps=190.0,
-            decode_tps=76.3, wall_decode_tps=75.0, time_to_first_token_s=0.2, total_s=1.0,
-            finish_reason="stop", timing_source="llama.cpp")
+            prompt_tokens=40,
+            prompt_tokens_evaluated=40,
+            decode_tokens=61,
+            prompt_tps=190.0,
+            decode_tps=76.3,
+            wall_decode_tps=75.0,
+            time_to_first_token_s=0.2,
+            total_s=1.0,
+            finish_reason="stop",
+            timing_source="llama.cpp",
+        )
         pane._label, pane._plan = "SmolLM2-135M demo", plan
         pane._measured = measured_line(plan, load, reply)
         pane._set_offer("")
         log = pane.query_one("#chat-log", VerticalScroll)
-        await log.mount_all([
-            ChatMessageView("user", "How do I make my training run faster?"),
-            ChatMessageView("assistant", ANSWER),
-        ])
+        await log.mount_all(
+            [
+                ChatMessageView("user", "How do I make my training run faster?"),
+                ChatMessageView("assistant", ANSWER),
+            ]
+        )
         pane._set_activity(reply_line(reply))
         log.focus()
         await pilot.pause()

@@ -47,12 +47,20 @@ def test_a_wrong_field_is_named_in_one_line(fields: tuple[str, str, str, str], n
 
 
 def test_progress_only_moves_forward_across_phases() -> None:
-    steps = [("reading", 0.0), ("reading", 1.0), ("loading", 0.0), ("loading", 0.5),
-             ("loading", 1.0), ("warming", 0.0), ("warming", 1.0)]
+    steps = [
+        ("reading", 0.0),
+        ("reading", 1.0),
+        ("loading", 0.0),
+        ("loading", 0.5),
+        ("loading", 1.0),
+        ("warming", 0.0),
+        ("warming", 1.0),
+    ]
     fractions = [load_fraction(p, f) for p, f in steps]
     assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
     assert "50%" in progress_text("m", "loading", 0.5) and "loading weights" in progress_text(
-        "m", "loading", 0.5)
+        "m", "loading", 0.5
+    )
 
 
 def test_measured_beside_predicted_on_the_cpu() -> None:
@@ -62,18 +70,31 @@ def test_measured_beside_predicted_on_the_cpu() -> None:
         "predicted 400.0 MiB / measured 210.0 MiB, tok/s after the first reply (predicted 91)"
     )
     reply = GenerationStats(
-        prompt_tokens=10, prompt_tokens_evaluated=10, decode_tokens=20, prompt_tps=200.0,
-        decode_tps=76.4, wall_decode_tps=75.0, time_to_first_token_s=0.1, total_s=0.4,
-        finish_reason="cancelled", timing_source="llama.cpp")
+        prompt_tokens=10,
+        prompt_tokens_evaluated=10,
+        decode_tokens=20,
+        prompt_tps=200.0,
+        decode_tps=76.4,
+        wall_decode_tps=75.0,
+        time_to_first_token_s=0.1,
+        total_s=0.4,
+        finish_reason="cancelled",
+        timing_source="llama.cpp",
+    )
     assert measured_line(plan, load, reply).endswith(", 76 tok/s (predicted 91)")
     assert reply_line(reply) == "20 tokens, prompt 200 tok/s, decode 76.4 tok/s · stopped"
 
 
 def test_gpu_memory_falls_back_to_llama_buffers_without_nvml() -> None:
-    plan = RunPlan("m.gguf", gpu_layers=-1, predicted_vram_bytes=5 * 1024 * MiB,
-                   predicted_ram_bytes=300 * MiB)
-    load = LoadStats(load_seconds=2.0, host_rss_delta_bytes=250 * MiB, gpu_bytes=None,
-                     llama_buffers={"CUDA0 model": 4 * 1024 * MiB, "CPU_Mapped model": 50 * MiB})
+    plan = RunPlan(
+        "m.gguf", gpu_layers=-1, predicted_vram_bytes=5 * 1024 * MiB, predicted_ram_bytes=300 * MiB
+    )
+    load = LoadStats(
+        load_seconds=2.0,
+        host_rss_delta_bytes=250 * MiB,
+        gpu_bytes=None,
+        llama_buffers={"CUDA0 model": 4 * 1024 * MiB, "CPU_Mapped model": 50 * MiB},
+    )
     line = measured_line(plan, load)
     assert line.startswith("GPU predicted 5.0 GiB / measured 4.0 GiB · RAM predicted 300.0 MiB")
 

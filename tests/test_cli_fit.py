@@ -32,22 +32,47 @@ from tests.support.gguf_factory import write_model
 
 MiB = 1 << 20
 RIGDECK = Path(sys.executable).with_name("rigdeck")
-DEVICE_KEYS = {"kind", "name", "budget_bytes", "weights_bytes", "kv_bytes", "compute_bytes",
-               "other_bytes", "total_bytes"}
-RESULT_KEYS = {"fits", "verdict", "gpu_layers", "total_layers", "devices", "predicted", "why",
-               "suggestions", "file", "quant", "file_size_bytes", "model", "settings", "notes",
-               "remote"}
+DEVICE_KEYS = {
+    "kind",
+    "name",
+    "budget_bytes",
+    "weights_bytes",
+    "kv_bytes",
+    "compute_bytes",
+    "other_bytes",
+    "total_bytes",
+}
+RESULT_KEYS = {
+    "fits",
+    "verdict",
+    "gpu_layers",
+    "total_layers",
+    "devices",
+    "predicted",
+    "why",
+    "suggestions",
+    "file",
+    "quant",
+    "file_size_bytes",
+    "model",
+    "settings",
+    "notes",
+    "remote",
+}
 
 
 @pytest.fixture(autouse=True)
-def _calibrated(tmp_path_factory: pytest.TempPathFactory,
-                monkeypatch: pytest.MonkeyPatch) -> Path:
+def _calibrated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A cached CPU calibration in a private cache dir: no measuring, no user files touched."""
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
-    cal = speed.CpuCalibration(bandwidth_1t=12e9, bandwidth_all=40e9,
-                               threads=max(1, os.cpu_count() or 1), sgemm_flops=200e9,
-                               measured_at=time.time())
+    cal = speed.CpuCalibration(
+        bandwidth_1t=12e9,
+        bandwidth_all=40e9,
+        threads=max(1, os.cpu_count() or 1),
+        sgemm_flops=200e9,
+        measured_at=time.time(),
+    )
     path = speed.default_cache_path()
     assert path.is_relative_to(cache)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,14 +81,14 @@ def _calibrated(tmp_path_factory: pytest.TempPathFactory,
 
 
 @pytest.fixture(autouse=True)
-def _no_hub_token(tmp_path_factory: pytest.TempPathFactory,
-                  monkeypatch: pytest.MonkeyPatch) -> None:
+def _no_hub_token(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from huggingface_hub import constants
 
     for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH",
-                        str(tmp_path_factory.mktemp("hf") / "no-token"))
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path_factory.mktemp("hf") / "no-token"))
 
 
 @pytest.fixture(scope="module")
@@ -71,12 +96,15 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Sparse GGUFs shaped like real models: tens of GB on paper, a few MB on disk."""
     d = tmp_path_factory.mktemp("models")
     return {
-        "8b": write_model(d / "Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf", "llama-3.1-8b",
-                          with_tokenizer=False),
-        "70b": write_model(d / "Meta-Llama-3.1-70B-Instruct-Q4_K_M.gguf", "llama-3.1-70b",
-                           with_tokenizer=False),
-        "moe": write_model(d / "Qwen3-30B-A3B-Q4_K_M.gguf", "qwen3-30b-a3b", split=2,
-                           with_tokenizer=False),
+        "8b": write_model(
+            d / "Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf", "llama-3.1-8b", with_tokenizer=False
+        ),
+        "70b": write_model(
+            d / "Meta-Llama-3.1-70B-Instruct-Q4_K_M.gguf", "llama-3.1-70b", with_tokenizer=False
+        ),
+        "moe": write_model(
+            d / "Qwen3-30B-A3B-Q4_K_M.gguf", "qwen3-30b-a3b", split=2, with_tokenizer=False
+        ),
     }
 
 
@@ -92,8 +120,14 @@ def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[
     return rc, json.loads(out)
 
 
-def expected(path: Path, *, vram: list[str] | None, ram: str | None,
-             settings: RunSettings | None = None, gpu: str | None = None) -> Any:
+def expected(
+    path: Path,
+    *,
+    vram: list[str] | None,
+    ram: str | None,
+    settings: RunSettings | None = None,
+    gpu: str | None = None,
+) -> Any:
     """The placement the fit function gives for the budget the CLI builds from those flags."""
     sampler = TelemetrySampler(watched=[])
     try:
@@ -101,8 +135,12 @@ def expected(path: Path, *, vram: list[str] | None, ram: str | None,
     finally:
         sampler.close()
     base = budget_from_snapshot(snap, calibration=speed.load_or_measure_cpu())
-    budget = with_sizes(base, vram=None if vram is None else [parse_size(v) for v in vram],
-                        ram=None if ram is None else parse_size(ram), gpu_name=gpu)
+    budget = with_sizes(
+        base,
+        vram=None if vram is None else [parse_size(v) for v in vram],
+        ram=None if ram is None else parse_size(ram),
+        gpu_name=gpu,
+    )
     return fit(ModelInfo.from_header(read_gguf(path)), budget, settings or RunSettings())
 
 
@@ -140,11 +178,34 @@ def check_consistent(r: dict[str, Any]) -> None:
 
 def same_placement(r: dict[str, Any], p: Any) -> None:
     assert (r["fits"], r["verdict"], r["gpu_layers"], r["total_layers"]) == (
-        p.fits, p.verdict, p.gpu_layers, p.total_layers)
-    assert [(d["kind"], d["weights_bytes"], d["kv_bytes"], d["compute_bytes"], d["other_bytes"],
-             d["total_bytes"], d["budget_bytes"]) for d in r["devices"]] == [
-        (d.kind, d.weights_bytes, d.kv_bytes, d.compute_bytes, d.other_bytes, d.total_bytes,
-         d.budget_bytes) for d in p.devices]
+        p.fits,
+        p.verdict,
+        p.gpu_layers,
+        p.total_layers,
+    )
+    assert [
+        (
+            d["kind"],
+            d["weights_bytes"],
+            d["kv_bytes"],
+            d["compute_bytes"],
+            d["other_bytes"],
+            d["total_bytes"],
+            d["budget_bytes"],
+        )
+        for d in r["devices"]
+    ] == [
+        (
+            d.kind,
+            d.weights_bytes,
+            d.kv_bytes,
+            d.compute_bytes,
+            d.other_bytes,
+            d.total_bytes,
+            d.budget_bytes,
+        )
+        for d in p.devices
+    ]
     assert r["why"] == p.why
     assert [s["label"] for s in r["suggestions"]] == [s.label for s in p.suggestions]
 
@@ -186,8 +247,9 @@ def test_demo_model_human_output(capsys: pytest.CaptureFixture[str]) -> None:
     assert p.why in out.replace("\n", " ")
 
 
-def test_8b_on_a_24g_card_and_64g_ram(capsys: pytest.CaptureFixture[str],
-                                     models: dict[str, Path]) -> None:
+def test_8b_on_a_24g_card_and_64g_ram(
+    capsys: pytest.CaptureFixture[str], models: dict[str, Path]
+) -> None:
     rc, r = run_json(capsys, str(models["8b"]), "--vram", "24G", "--ram", "64G")
     p = expected(models["8b"], vram=["24G"], ram="64G")
     check_consistent(r)
@@ -199,16 +261,18 @@ def test_8b_on_a_24g_card_and_64g_ram(capsys: pytest.CaptureFixture[str],
     assert r["settings"]["n_ctx"] == 4096 and r["settings"]["type_k"] == "f16"
 
 
-def test_70b_on_a_small_machine_does_not_fit(capsys: pytest.CaptureFixture[str],
-                                             models: dict[str, Path]) -> None:
+def test_70b_on_a_small_machine_does_not_fit(
+    capsys: pytest.CaptureFixture[str], models: dict[str, Path]
+) -> None:
     rc, r = run_json(capsys, str(models["70b"]), "--vram", "8G", "--ram", "16G")
     p = expected(models["70b"], vram=["8G"], ram="16G")
     check_consistent(r)
     same_placement(r, p)
     assert rc == 1 and not r["fits"] and r["verdict"] == "none"
     assert "short" in r["why"]
-    assert r["suggestions"] and all(set(s) >= {"label", "kind", "fits", "verdict"}
-                                    for s in r["suggestions"])
+    assert r["suggestions"] and all(
+        set(s) >= {"label", "kind", "fits", "verdict"} for s in r["suggestions"]
+    )
 
     rc, out, _ = run(capsys, str(models["70b"]), "--vram", "8G", "--ram", "16G")
     assert rc == 1
@@ -216,21 +280,23 @@ def test_70b_on_a_small_machine_does_not_fit(capsys: pytest.CaptureFixture[str],
     assert p.suggestions[0].label in out.replace("\n", " ")
 
 
-def test_70b_on_two_big_cards_splits_across_both(capsys: pytest.CaptureFixture[str],
-                                                 models: dict[str, Path]) -> None:
-    rc, r = run_json(capsys, str(models["70b"]), "--vram", "24G,24G", "--ram", "64G",
-                     "--gpu", "RTX 4090")
+def test_70b_on_two_big_cards_splits_across_both(
+    capsys: pytest.CaptureFixture[str], models: dict[str, Path]
+) -> None:
+    rc, r = run_json(
+        capsys, str(models["70b"]), "--vram", "24G,24G", "--ram", "64G", "--gpu", "RTX 4090"
+    )
     check_consistent(r)
-    same_placement(r, expected(models["70b"], vram=["24G", "24G"], ram="64G",
-                                   gpu="RTX 4090"))
+    same_placement(r, expected(models["70b"], vram=["24G", "24G"], ram="64G", gpu="RTX 4090"))
     gpus = [d for d in r["devices"] if d["kind"] == "gpu"]
     assert len(gpus) == 2 and all(d["weights_bytes"] > 0 for d in gpus)
     assert all(g["name"] == "RTX 4090" for g in r["budget"]["gpus"])
     assert rc == (0 if r["fits"] else 1)
 
 
-def test_split_model_from_any_part(capsys: pytest.CaptureFixture[str],
-                                   models: dict[str, Path]) -> None:
+def test_split_model_from_any_part(
+    capsys: pytest.CaptureFixture[str], models: dict[str, Path]
+) -> None:
     first = models["moe"]
     second = first.with_name(first.name.replace("00001-of", "00002-of"))
     _, a = run_json(capsys, str(first), "--vram", "24G", "--ram", "64G")
@@ -241,21 +307,41 @@ def test_split_model_from_any_part(capsys: pytest.CaptureFixture[str],
     assert a["devices"] == b["devices"] and a["model"]["moe"] is True
 
 
-def test_settings_flags_and_training_context(capsys: pytest.CaptureFixture[str],
-                                             models: dict[str, Path]) -> None:
+def test_settings_flags_and_training_context(
+    capsys: pytest.CaptureFixture[str], models: dict[str, Path]
+) -> None:
     info = ModelInfo.from_header(read_gguf(models["8b"]))
-    _, r = run_json(capsys, str(models["8b"]), "--ctx", "0", "--kv", "q8_0", "--flash-attn",
-                    "--vram", "24G", "--ram", "64G")
+    _, r = run_json(
+        capsys,
+        str(models["8b"]),
+        "--ctx",
+        "0",
+        "--kv",
+        "q8_0",
+        "--flash-attn",
+        "--vram",
+        "24G",
+        "--ram",
+        "64G",
+    )
     check_consistent(r)
     assert r["settings"]["n_ctx"] == -(-info.n_ctx_train // 256) * 256
     assert (r["settings"]["type_k"], r["settings"]["type_v"]) == ("q8_0", "q8_0")
     assert r["settings"]["flash_attn"] is True
-    same_placement(r, expected(models["8b"], vram=["24G"], ram="64G", settings=RunSettings(
-        n_ctx=0, type_k="q8_0", type_v="q8_0", flash_attn=True)))
+    same_placement(
+        r,
+        expected(
+            models["8b"],
+            vram=["24G"],
+            ram="64G",
+            settings=RunSettings(n_ctx=0, type_k="q8_0", type_v="q8_0", flash_attn=True),
+        ),
+    )
 
 
 def test_vram_zero_means_no_gpu_and_ram_alone_keeps_this_machines_gpus(
-        capsys: pytest.CaptureFixture[str], models: dict[str, Path]) -> None:
+    capsys: pytest.CaptureFixture[str], models: dict[str, Path]
+) -> None:
     _, r = run_json(capsys, str(models["8b"]), "--vram", "0", "--ram", "64G")
     check_consistent(r)
     assert r["budget"]["gpus"] == [] and [d["kind"] for d in r["devices"]] == ["cpu"]
@@ -276,18 +362,48 @@ def test_vram_zero_means_no_gpu_and_ram_alone_keeps_this_machines_gpus(
     assert r["budget"]["ram_total_bytes"] == snap.memory.total
 
 
-def test_config_models_keys_apply_and_flags_win(capsys: pytest.CaptureFixture[str],
-                                                models: dict[str, Path], tmp_path: Path) -> None:
+def test_config_models_keys_apply_and_flags_win(
+    capsys: pytest.CaptureFixture[str], models: dict[str, Path], tmp_path: Path
+) -> None:
     config = tmp_path / "rigdeck.toml"
     config.write_text('[models]\ncontext = 8192\nkv_type = "q8_0"\nflash_attn = "on"\n')
-    rc = main(["--config", str(config), "fit", str(models["8b"]), "--vram", "24G", "--ram",
-               "64G", "--json"])
+    rc = main(
+        [
+            "--config",
+            str(config),
+            "fit",
+            str(models["8b"]),
+            "--vram",
+            "24G",
+            "--ram",
+            "64G",
+            "--json",
+        ]
+    )
     r = json.loads(capsys.readouterr().out)
     assert rc == 0
     assert (r["settings"]["n_ctx"], r["settings"]["type_k"], r["settings"]["flash_attn"]) == (
-        8192, "q8_0", True)
-    main(["--config", str(config), "fit", str(models["8b"]), "--ctx", "2048", "--kv", "f16",
-          "--vram", "24G", "--ram", "64G", "--json"])
+        8192,
+        "q8_0",
+        True,
+    )
+    main(
+        [
+            "--config",
+            str(config),
+            "fit",
+            str(models["8b"]),
+            "--ctx",
+            "2048",
+            "--kv",
+            "f16",
+            "--vram",
+            "24G",
+            "--ram",
+            "64G",
+            "--json",
+        ]
+    )
     r = json.loads(capsys.readouterr().out)
     assert (r["settings"]["n_ctx"], r["settings"]["type_k"]) == (2048, "f16")
 
@@ -306,21 +422,26 @@ def one_line_error(rc: int, out: str, err: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize(("flags", "words"), [
-    (["--vram", "abc"], "--vram"),
-    (["--vram", "24G,lots"], "--vram"),
-    (["--ram", "0"], "--ram"),
-    (["--ctx", "-5"], "--ctx"),
-    (["--kv", "q8_0", "--no-flash-attn"], "flash attention"),
-])
-def test_bad_flags(capsys: pytest.CaptureFixture[str], models: dict[str, Path],
-                   flags: list[str], words: str) -> None:
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--vram", "abc"], "--vram"),
+        (["--vram", "24G,lots"], "--vram"),
+        (["--ram", "0"], "--ram"),
+        (["--ctx", "-5"], "--ctx"),
+        (["--kv", "q8_0", "--no-flash-attn"], "flash attention"),
+    ],
+)
+def test_bad_flags(
+    capsys: pytest.CaptureFixture[str], models: dict[str, Path], flags: list[str], words: str
+) -> None:
     line = one_line_error(*run(capsys, str(models["8b"]), *flags))
     assert words in line
 
 
-def test_truncated_hostile_and_missing_files(capsys: pytest.CaptureFixture[str],
-                                             models: dict[str, Path], tmp_path: Path) -> None:
+def test_truncated_hostile_and_missing_files(
+    capsys: pytest.CaptureFixture[str], models: dict[str, Path], tmp_path: Path
+) -> None:
     truncated = tmp_path / "truncated.gguf"
     with models["8b"].open("rb") as f:
         truncated.write_bytes(f.read(4096))
@@ -337,8 +458,9 @@ def test_truncated_hostile_and_missing_files(capsys: pytest.CaptureFixture[str],
     assert "hf:bartowski/Some-GGUF" in line  # a Hub name without the prefix gets a hint
 
 
-@pytest.mark.parametrize("text", ["hf:", "hf:onlyowner", "hf:o/n:Q4_K_M/x.gguf",
-                                  "hf:o/n/dir/notes.txt"])
+@pytest.mark.parametrize(
+    "text", ["hf:", "hf:onlyowner", "hf:o/n:Q4_K_M/x.gguf", "hf:o/n/dir/notes.txt"]
+)
 def test_malformed_hub_targets(capsys: pytest.CaptureFixture[str], text: str) -> None:
     one_line_error(*run(capsys, text))
 
@@ -348,7 +470,11 @@ def test_target_forms() -> None:
     assert (t.repo_id, t.filename, t.quant, t.is_repo) == ("org/Repo-GGUF", None, None, True)
     t = parse_target("hf:org/Repo-GGUF@v2/sub/model-Q4_K_M.gguf")
     assert (t.repo_id, t.revision, t.filename, t.is_repo) == (
-        "org/Repo-GGUF", "v2", "sub/model-Q4_K_M.gguf", False)
+        "org/Repo-GGUF",
+        "v2",
+        "sub/model-Q4_K_M.gguf",
+        False,
+    )
     assert parse_target("hf:org/Repo-GGUF:Q5_K_M").quant == "Q5_K_M"
     assert parse_target("hf:org/Repo-GGUF/Q5_K_M").quant == "Q5_K_M"
     assert parse_target("~/m.gguf").path == Path.home() / "m.gguf"
@@ -366,11 +492,17 @@ def hub_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("repo")
     files = {}
     for q in QUANTS:
-        p = write_model(d / f"Llama-3.1-8B-Instruct-{q}.gguf", "llama-3.1-8b", quant=q,
-                        with_tokenizer=False)
+        p = write_model(
+            d / f"Llama-3.1-8B-Instruct-{q}.gguf", "llama-3.1-8b", quant=q, with_tokenizer=False
+        )
         files[p.name] = p
-    write_model(d / "Llama-3.1-8B-Instruct-F16.gguf", "llama-3.1-8b", quant="F16", split=2,
-                with_tokenizer=False)
+    write_model(
+        d / "Llama-3.1-8B-Instruct-F16.gguf",
+        "llama-3.1-8b",
+        quant="F16",
+        split=2,
+        with_tokenizer=False,
+    )
     for p in sorted(d.glob("*-F16-0000*")):
         files[p.name] = p
     return files
@@ -381,18 +513,28 @@ def fake(hub_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> Iterato
     with FakeHub() as server:
         # Sparse files are never downloaded whole: give them distinct made-up LFS hashes.
         content: dict[str, Path | bytes] = {**hub_files, "mmproj-model-f16.gguf": b"GGUF" * 64}
-        server.add_repo("org/Llama-GGUF", content,
-                        sha256={name: f"{i + 1:064x}" for i, name in enumerate(hub_files)})
-        server.add_repo("org/Gated-GGUF", {"a-Q4_K_M.gguf": hub_files[
-            "Llama-3.1-8B-Instruct-Q4_K_M.gguf"]}, gated=True, sha256={"a-Q4_K_M.gguf": "e" * 64})
-        server.add_repo("org/Hostile-GGUF", {
-            "x-Q4_K_M.gguf": b"GGUF" + (3).to_bytes(4, "little") + b"\xff" * 64})
+        server.add_repo(
+            "org/Llama-GGUF",
+            content,
+            sha256={name: f"{i + 1:064x}" for i, name in enumerate(hub_files)},
+        )
+        server.add_repo(
+            "org/Gated-GGUF",
+            {"a-Q4_K_M.gguf": hub_files["Llama-3.1-8B-Instruct-Q4_K_M.gguf"]},
+            gated=True,
+            sha256={"a-Q4_K_M.gguf": "e" * 64},
+        )
+        server.add_repo(
+            "org/Hostile-GGUF",
+            {"x-Q4_K_M.gguf": b"GGUF" + (3).to_bytes(4, "little") + b"\xff" * 64},
+        )
         monkeypatch.setenv("HF_ENDPOINT", server.url)
         yield server
 
 
 def test_one_remote_file_costs_a_few_requests_and_matches_the_local_fit(
-        capsys: pytest.CaptureFixture[str], fake: FakeHub, hub_files: dict[str, Path]) -> None:
+    capsys: pytest.CaptureFixture[str], fake: FakeHub, hub_files: dict[str, Path]
+) -> None:
     name = "Llama-3.1-8B-Instruct-Q4_K_M.gguf"
     rc, r = run_json(capsys, f"hf:org/Llama-GGUF/{name}", "--vram", "24G", "--ram", "64G")
     check_consistent(r)
@@ -403,14 +545,17 @@ def test_one_remote_file_costs_a_few_requests_and_matches_the_local_fit(
     assert r["file_size_bytes"] == hub_files[name].stat().st_size
     assert r["model"]["repo"] == "org/Llama-GGUF" and r["model"]["location"].startswith("hf:")
     served = fake.log
-    assert r["remote"] == {"requests": len(served),
-                           "bytes": sum(s.body_bytes for s in served if s.server == "cdn")}
+    assert r["remote"] == {
+        "requests": len(served),
+        "bytes": sum(s.body_bytes for s in served if s.server == "cdn"),
+    }
     assert r["remote"]["requests"] <= 4  # a HEAD and one to three range reads
     assert r["remote"]["bytes"] <= 4 * MiB  # of a ~5 GB file
 
 
-def test_remote_split_model_reads_every_part(capsys: pytest.CaptureFixture[str], fake: FakeHub,
-                                             hub_files: dict[str, Path]) -> None:
+def test_remote_split_model_reads_every_part(
+    capsys: pytest.CaptureFixture[str], fake: FakeHub, hub_files: dict[str, Path]
+) -> None:
     parts = sorted(n for n in hub_files if "-F16-" in n)
     _, r = run_json(capsys, f"hf:org/Llama-GGUF/{parts[1]}", "--vram", "24G", "--ram", "64G")
     check_consistent(r)
@@ -420,8 +565,9 @@ def test_remote_split_model_reads_every_part(capsys: pytest.CaptureFixture[str],
     assert r["remote"]["requests"] == len(fake.log) <= 8
 
 
-def test_whole_repo_fits_every_quant(capsys: pytest.CaptureFixture[str], fake: FakeHub,
-                                     hub_files: dict[str, Path]) -> None:
+def test_whole_repo_fits_every_quant(
+    capsys: pytest.CaptureFixture[str], fake: FakeHub, hub_files: dict[str, Path]
+) -> None:
     rc, r = run_json(capsys, "hf:org/Llama-GGUF", "--vram", "8G", "--ram", "64G")
     assert r["repo"] == "org/Llama-GGUF" and r["revision"] == "main"
     files = r["files"]
@@ -464,8 +610,9 @@ def test_hub_errors_are_one_line(capsys: pytest.CaptureFixture[str], fake: FakeH
     one_line_error(*run(capsys, "hf:org/Hostile-GGUF"))
 
 
-def test_unreachable_hub_is_one_line(capsys: pytest.CaptureFixture[str],
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_hub_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import socket
     import types
 
@@ -494,33 +641,53 @@ def _env(cache: Path, **extra: str) -> dict[str, str]:
 
 def test_installed_binary_json_and_exit_codes(models: dict[str, Path], _calibrated: Path) -> None:
     assert RIGDECK.is_file(), "the package is not installed in this environment"
-    done = subprocess.run([str(RIGDECK), "fit", str(models["8b"]), "--vram", "24G", "--ram",
-                           "64G", "--json"], capture_output=True, text=True, timeout=120,
-                          env=_env(_calibrated), check=False)
+    done = subprocess.run(
+        [str(RIGDECK), "fit", str(models["8b"]), "--vram", "24G", "--ram", "64G", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(_calibrated),
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     r = json.loads(done.stdout)
     check_consistent(r)
     same_placement(r, expected(models["8b"], vram=["24G"], ram="64G"))
 
-    done = subprocess.run([str(RIGDECK), "fit", str(models["70b"]), "--vram", "8G", "--ram",
-                           "16G"], capture_output=True, text=True, timeout=120,
-                          env=_env(_calibrated), check=False)
+    done = subprocess.run(
+        [str(RIGDECK), "fit", str(models["70b"]), "--vram", "8G", "--ram", "16G"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(_calibrated),
+        check=False,
+    )
     assert done.returncode == 1 and "does not fit" in done.stdout
 
-    done = subprocess.run([str(RIGDECK), "fit", str(models["8b"]), "--vram", "abc"],
-                          capture_output=True, text=True, timeout=120, env=_env(_calibrated),
-                          check=False)
+    done = subprocess.run(
+        [str(RIGDECK), "fit", str(models["8b"]), "--vram", "abc"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(_calibrated),
+        check=False,
+    )
     assert done.returncode == 2 and done.stdout == ""
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
 
 
 def test_installed_binary_against_the_hub_keeps_stderr_clean(
-        fake: FakeHub, _calibrated: Path, tmp_path: Path) -> None:
+    fake: FakeHub, _calibrated: Path, tmp_path: Path
+) -> None:
     done = subprocess.run(
         [str(RIGDECK), "fit", "hf:org/Llama-GGUF", "--vram", "24G", "--ram", "64G", "--json"],
-        capture_output=True, text=True, timeout=120, check=False,
-        env=_env(_calibrated, HF_ENDPOINT=fake.url, HF_HOME=str(tmp_path / "hf")))
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=_env(_calibrated, HF_ENDPOINT=fake.url, HF_HOME=str(tmp_path / "hf")),
+    )
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     r = json.loads(done.stdout)

@@ -60,8 +60,18 @@ def _run_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
 
 def test_run_json_has_speed_memory_and_predictions(capsys: pytest.CaptureFixture[str]) -> None:
     data = _run_json(capsys)
-    for key in ("text", "tokens", "load_s", "prompt_tps", "decode_tps", "gpu_layers", "memory",
-                "model", "settings", "predicted"):
+    for key in (
+        "text",
+        "tokens",
+        "load_s",
+        "prompt_tps",
+        "decode_tps",
+        "gpu_layers",
+        "memory",
+        "model",
+        "settings",
+        "predicted",
+    ):
         assert key in data
     assert Path(data["model"]) == MODEL.resolve()
     assert 0 < data["tokens"] <= 8 and isinstance(data["text"], str)
@@ -114,7 +124,10 @@ def test_text_mode_streams_the_reply_and_notes_stats(
 def test_the_installed_binary_runs_the_demo_model() -> None:
     done = subprocess.run(
         [str(RIGDECK), "run", "demo", "--prompt", "Say hi", "-n", "8", "--json"],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
@@ -122,7 +135,11 @@ def test_the_installed_binary_runs_the_demo_model() -> None:
 
     piped = subprocess.run(
         [str(RIGDECK), "run", "demo", "--prompt", "-", "-n", "8", "--system", "Be brief."],
-        input="Say hi", capture_output=True, text=True, timeout=300, check=False,
+        input="Say hi",
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert piped.returncode == 0, piped.stderr
     assert piped.stdout.strip() and "tok/s" in piped.stderr and "tok/s" not in piped.stdout
@@ -138,7 +155,9 @@ def test_serve_answers_an_openai_client_and_stops_on_ctrl_c(tmp_path: Path) -> N
     port = serve.free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "rigdeck.tui.cli", "serve", "demo", "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=_lines, args=(process.stdout, lines), daemon=True).start()
@@ -157,11 +176,17 @@ def test_serve_answers_an_openai_client_and_stops_on_ctrl_c(tmp_path: Path) -> N
         assert children  # the llama-cpp-python server
 
         alias = MODEL.stem
-        body = {"model": alias, "messages": [{"role": "user", "content": "Say hi"}],
-                "max_tokens": 8, "temperature": 0}
+        body = {
+            "model": alias,
+            "messages": [{"role": "user", "content": "Say hi"}],
+            "max_tokens": 8,
+            "temperature": 0,
+        }
         request = urllib.request.Request(
-            f"{url}/chat/completions", data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"}, method="POST",
+            f"{url}/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
         )
         with urllib.request.urlopen(request, timeout=120) as response:
             reply = json.loads(response.read())
@@ -172,8 +197,9 @@ def test_serve_answers_an_openai_client_and_stops_on_ctrl_c(tmp_path: Path) -> N
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0
         assert not serve.port_in_use("127.0.0.1", port)
-        assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
-                       for pid in children)
+        assert not any(
+            psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in children
+        )
         assert f"port {port} is free" in process.stderr.read()
     finally:
         if process.poll() is None:

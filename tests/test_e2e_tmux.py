@@ -60,8 +60,7 @@ def launch(user_home: Path, tmp_path: Path) -> Iterator:
     panes: list[TmuxPane] = []
 
     def start(*args: str, size: tuple[int, int]) -> TmuxPane:
-        pane = TmuxPane([str(RIGDECK), *args], size=size, env=isolated_env(user_home),
-                        cwd=tmp_path)
+        pane = TmuxPane([str(RIGDECK), *args], size=size, env=isolated_env(user_home), cwd=tmp_path)
         panes.append(pane)
         return pane.start()
 
@@ -97,8 +96,7 @@ def test_keys_walk_through_panes_help_and_quit(launch, size: tuple[int, int]) ->
     assert status == 0, f"rigdeck exited with {status}; last screen:\n{pane.capture()}"
 
 
-def test_malformed_config_warns_with_location_and_app_still_runs(launch,
-                                                                 tmp_path: Path) -> None:
+def test_malformed_config_warns_with_location_and_app_still_runs(launch, tmp_path: Path) -> None:
     # "= = 1" is a TOML syntax error at line 2, column 13 (where the second "=" stands).
     (tmp_path / "bad.toml").write_text("[telemetry]\nrefresh_s = = 1\n", encoding="utf-8")
     # A relative path: the warning names the file as the user typed it, short enough for one

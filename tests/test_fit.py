@@ -30,20 +30,38 @@ MiB = 1 << 20
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModelInfo]:
     d = tmp_path_factory.mktemp("fit-models")
     out = {}
-    for name in ("llama-3.1-8b", "llama-3.1-70b", "gemma-2-9b", "qwen3-30b-a3b",
-                 "deepseek-v2-lite"):
+    for name in (
+        "llama-3.1-8b",
+        "llama-3.1-70b",
+        "gemma-2-9b",
+        "qwen3-30b-a3b",
+        "deepseek-v2-lite",
+    ):
         path = write_model(Path(d) / f"{name}.gguf", name, with_tokenizer=False)
         out[name] = ModelInfo.from_header(read_gguf(path))
     return out
 
 
-def machine(vram_gib: float | None = 24, ram_gib: float = 64, n_gpus: int = 1,
-            name: str = "NVIDIA GeForce RTX 4090") -> HardwareBudget:
-    gpus = () if vram_gib is None else tuple(
-        GpuBudget(i, name, int(vram_gib * GiB), int(vram_gib * GiB)) for i in range(n_gpus))
-    return HardwareBudget(gpus=gpus, ram_total_bytes=int(ram_gib * GiB),
-                          ram_available_bytes=int(ram_gib * GiB), cpu_threads=8,
-                          cpu_bandwidth_bytes_per_s=50e9)
+def machine(
+    vram_gib: float | None = 24,
+    ram_gib: float = 64,
+    n_gpus: int = 1,
+    name: str = "NVIDIA GeForce RTX 4090",
+) -> HardwareBudget:
+    gpus = (
+        ()
+        if vram_gib is None
+        else tuple(
+            GpuBudget(i, name, int(vram_gib * GiB), int(vram_gib * GiB)) for i in range(n_gpus)
+        )
+    )
+    return HardwareBudget(
+        gpus=gpus,
+        ram_total_bytes=int(ram_gib * GiB),
+        ram_available_bytes=int(ram_gib * GiB),
+        cpu_threads=8,
+        cpu_bandwidth_bytes_per_s=50e9,
+    )
 
 
 def gpu_of(p: Placement, i: int = 0) -> DevicePlacement:
@@ -107,7 +125,8 @@ def test_output_is_the_first_layer_offloaded(models: dict[str, ModelInfo]) -> No
 
 
 def test_partial_offload_takes_the_largest_layer_count_that_fits(
-        models: dict[str, ModelInfo]) -> None:
+    models: dict[str, ModelInfo],
+) -> None:
     m = models["llama-3.1-70b"]
     budget = machine(24, ram_gib=64)
     s = RunSettings(n_ctx=4096)
@@ -128,8 +147,7 @@ def test_two_gpus_share_the_layers(models: dict[str, ModelInfo]) -> None:
     assert p.gpu_layers > one.gpu_layers
 
 
-def test_moe_keeps_experts_on_the_cpu_when_that_is_faster(
-        models: dict[str, ModelInfo]) -> None:
+def test_moe_keeps_experts_on_the_cpu_when_that_is_faster(models: dict[str, ModelInfo]) -> None:
     m = models["qwen3-30b-a3b"]
     budget = machine(12, ram_gib=64)
     p = fit(m, budget, RunSettings(n_ctx=8192))
@@ -138,11 +156,10 @@ def test_moe_keeps_experts_on_the_cpu_when_that_is_faster(
     assert dense.gpu_layers < dense.total_layers
     assert p.decode_tps > dense.decode_tps
     # The experts that stay behind are in RAM, the rest of every block on the GPU.
-    assert host_of(p).weights_bytes >= sum(x.expert_bytes for x in m.layers[:p.n_cpu_moe])
+    assert host_of(p).weights_bytes >= sum(x.expert_bytes for x in m.layers[: p.n_cpu_moe])
 
 
-def test_too_big_for_this_machine_says_where_and_by_how_much(
-        models: dict[str, ModelInfo]) -> None:
+def test_too_big_for_this_machine_says_where_and_by_how_much(models: dict[str, ModelInfo]) -> None:
     m = models["llama-3.1-70b"]
     p = fit(m, machine(None, ram_gib=32), RunSettings(n_ctx=4096))
     assert not p.fits and p.verdict == "none"
@@ -192,8 +209,9 @@ def test_speed_grows_with_offload(models: dict[str, ModelInfo]) -> None:
 
 
 def test_hypothetical_machine_from_sizes(models: dict[str, ModelInfo]) -> None:
-    budget = HardwareBudget.hypothetical(ram_bytes=128 * GiB,
-                                         gpus=[("NVIDIA A100-SXM4-80GB", 80 * GiB)])
+    budget = HardwareBudget.hypothetical(
+        ram_bytes=128 * GiB, gpus=[("NVIDIA A100-SXM4-80GB", 80 * GiB)]
+    )
     p = fit(models["llama-3.1-70b"], budget, RunSettings(n_ctx=8192))
     assert p.verdict == "gpu" and budget.gpus[0].bandwidth_bytes_per_s
 
@@ -201,14 +219,32 @@ def test_hypothetical_machine_from_sizes(models: dict[str, ModelInfo]) -> None:
 def test_json_matches_the_cli_shape(models: dict[str, ModelInfo]) -> None:
     p = fit(models["llama-3.1-70b"], machine(None, ram_gib=16), RunSettings())
     doc = placement_to_json(p)
-    assert set(doc) == {"fits", "verdict", "gpu_layers", "total_layers", "devices",
-                        "predicted", "why", "suggestions"}
+    assert set(doc) == {
+        "fits",
+        "verdict",
+        "gpu_layers",
+        "total_layers",
+        "devices",
+        "predicted",
+        "why",
+        "suggestions",
+    }
     assert set(doc["predicted"]) == {"prompt_tps", "decode_tps"}  # type: ignore[arg-type]
     for dev in doc["devices"]:  # type: ignore[attr-defined]
-        assert set(dev) == {"kind", "name", "budget_bytes", "weights_bytes", "kv_bytes",
-                            "compute_bytes", "other_bytes", "total_bytes"}
-        assert dev["total_bytes"] == dev["weights_bytes"] + dev["kv_bytes"] \
-            + dev["compute_bytes"] + dev["other_bytes"]
+        assert set(dev) == {
+            "kind",
+            "name",
+            "budget_bytes",
+            "weights_bytes",
+            "kv_bytes",
+            "compute_bytes",
+            "other_bytes",
+            "total_bytes",
+        }
+        assert (
+            dev["total_bytes"]
+            == dev["weights_bytes"] + dev["kv_bytes"] + dev["compute_bytes"] + dev["other_bytes"]
+        )
 
 
 def test_fit_is_pure(models: dict[str, ModelInfo]) -> None:

@@ -17,8 +17,9 @@ from rigdeck.core.models.llama_report import ReportRequest, breakdown_abi_suppor
 from rigdeck.core.models.model_info import ModelInfo
 
 pytest.importorskip("llama_cpp")
-pytestmark = pytest.mark.skipif(not breakdown_abi_supported(),
-                                reason="llama.cpp's breakdown is only readable on x86-64 Linux")
+pytestmark = pytest.mark.skipif(
+    not breakdown_abi_supported(), reason="llama.cpp's breakdown is only readable on x86-64 Linux"
+)
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -32,21 +33,30 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _budget(report_devices: tuple[str, ...], free: tuple[int, ...]) -> HardwareBudget:
-    gpus = tuple(GpuBudget(i, name, f, f) for i, (name, f) in enumerate(
-        zip(report_devices, free, strict=True)))
-    return HardwareBudget(gpus=gpus, ram_total_bytes=64 * GiB, ram_available_bytes=64 * GiB,
-                          cpu_threads=4)
+    gpus = tuple(
+        GpuBudget(i, name, f, f)
+        for i, (name, f) in enumerate(zip(report_devices, free, strict=True))
+    )
+    return HardwareBudget(
+        gpus=gpus, ram_total_bytes=64 * GiB, ram_available_bytes=64 * GiB, cpu_threads=4
+    )
 
 
 def _check(path: Path, ctx: int, kv: str, fa: bool, gpu_layers: int = 0) -> None:
     model = ModelInfo.from_header(read_gguf(path))
-    report = llama_report(ReportRequest(str(path), n_ctx=ctx, type_k=kv, type_v=kv,
-                                        flash_attn=fa, n_gpu_layers=gpu_layers))
+    report = llama_report(
+        ReportRequest(
+            str(path), n_ctx=ctx, type_k=kv, type_v=kv, flash_attn=fa, n_gpu_layers=gpu_layers
+        )
+    )
     assert report.exact
-    budget = _budget(report.devices if report.gpu_offload else (),
-                     report.device_free_bytes if report.gpu_offload else ())
-    plan = place_layers(model, budget, RunSettings(n_ctx=ctx, type_k=kv, type_v=kv,
-                                                   flash_attn=fa), gpu_layers)
+    budget = _budget(
+        report.devices if report.gpu_offload else (),
+        report.device_free_bytes if report.gpu_offload else (),
+    )
+    plan = place_layers(
+        model, budget, RunSettings(n_ctx=ctx, type_k=kv, type_v=kv, flash_attn=fa), gpu_layers
+    )
     real = report.by_device()
     gpus = [d for d in plan.devices if d.kind == "gpu"]
     for dev in plan.devices:
@@ -72,8 +82,9 @@ def test_estimate_matches_llama_cpp_at_4k(paths: dict[str, Path], preset: str) -
 @pytest.mark.parametrize("kv,fa", MODES)
 @pytest.mark.parametrize("ctx", [4096, 32768])
 @pytest.mark.parametrize("preset", FULL_PRESETS)
-def test_estimate_matches_llama_cpp_everywhere(paths: dict[str, Path], preset: str, ctx: int,
-                                               kv: str, fa: bool) -> None:
+def test_estimate_matches_llama_cpp_everywhere(
+    paths: dict[str, Path], preset: str, ctx: int, kv: str, fa: bool
+) -> None:
     if preset == "deepseek-v2-lite" and kv != "f16" and not fa:
         pytest.skip("llama.cpp refuses a quantized MLA cache without flash attention")
     _check(paths[preset], ctx, kv, fa)

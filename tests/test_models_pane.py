@@ -91,8 +91,9 @@ async def test_rows_and_verdicts_on_a_gpu_box(tmp_path: Path, models: dict[str, 
         assert f"{expected.gpu_bytes / GiB:.1f}/" in _cell(pane, _key(models["8b"]), 5)
 
 
-async def test_no_gpu_box_fits_on_the_cpu_and_says_so(tmp_path: Path,
-                                                      models: dict[str, Path]) -> None:
+async def test_no_gpu_box_fits_on_the_cpu_and_says_so(
+    tmp_path: Path, models: dict[str, Path]
+) -> None:
     app = pane_app(tmp_path, no_gpu_box(), dirs=[tmp_path / "models"])
     async with app.run_test(size=(160, 40)) as pilot:
         pane = await open_models(pilot)
@@ -103,8 +104,7 @@ async def test_no_gpu_box_fits_on_the_cpu_and_says_so(tmp_path: Path,
         assert "No GPU" in notice and "driver" in notice
 
 
-async def test_kv_type_and_context_refit_every_row(tmp_path: Path,
-                                                   models: dict[str, Path]) -> None:
+async def test_kv_type_and_context_refit_every_row(tmp_path: Path, models: dict[str, Path]) -> None:
     app = pane_app(tmp_path, roomy_gpu_box(), dirs=[tmp_path / "models"])
     snap = roomy_gpu_box()
     async with app.run_test(size=(160, 40)) as pilot:
@@ -126,8 +126,7 @@ async def test_kv_type_and_context_refit_every_row(tmp_path: Path,
         await pilot.press("c")  # 4k -> 8k
         await settle(pilot)
         longer = pane.fitted[key].placement
-        want = _expected(models["8b"], snap,
-                         RunSettings(n_ctx=8192, type_k="q8_0", type_v="q8_0"))
+        want = _expected(models["8b"], snap, RunSettings(n_ctx=8192, type_k="q8_0", type_v="q8_0"))
         assert longer is not None and longer.gpu_bytes == want.gpu_bytes > q8.gpu_bytes
         # Every row was re-fitted, not only the selected one.
         big = pane.fitted[_key(models["70b"])].placement
@@ -140,8 +139,9 @@ async def test_kv_type_and_context_refit_every_row(tmp_path: Path,
         assert (off.settings.type_k, off.settings.type_v) == ("q8_0", "f16")
 
 
-async def test_detail_view_shows_components_and_suggestions(tmp_path: Path,
-                                                            models: dict[str, Path]) -> None:
+async def test_detail_view_shows_components_and_suggestions(
+    tmp_path: Path, models: dict[str, Path]
+) -> None:
     app = pane_app(tmp_path, roomy_gpu_box(), dirs=[tmp_path / "models"])
     async with app.run_test(size=(160, 40)) as pilot:
         pane = await open_models(pilot)
@@ -152,9 +152,17 @@ async def test_detail_view_shows_components_and_suggestions(tmp_path: Path,
         assert isinstance(screen, FitDetailScreen)
         devices = screen.query_one("#fit-devices", DataTable)
         assert [devices.get_row_at(i)[0] for i in range(devices.row_count)] == [
-            "GPU 0 NVIDIA GeForce RTX 3080", "RAM (CPU)"]
+            "GPU 0 NVIDIA GeForce RTX 3080",
+            "RAM (CPU)",
+        ]
         assert [str(c.label) for c in devices.columns.values()][:6] == [
-            "Device", "Weights", "KV", "Compute", "Other", "Total"]
+            "Device",
+            "Weights",
+            "KV",
+            "Compute",
+            "Other",
+            "Total",
+        ]
         placement = pane.fitted[_key(models["70b"])].placement
         assert placement is not None and placement.suggestions
         text = str(screen.query_one("#fit-suggestions", Static).render())
@@ -196,12 +204,15 @@ async def test_run_posts_the_fitted_placement(tmp_path: Path, models: dict[str, 
         assert len(app.run_requests) == 2
 
 
-async def test_the_app_hands_a_run_to_the_chat_pane(tmp_path: Path, models: dict[str, Path],
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_app_hands_a_run_to_the_chat_pane(
+    tmp_path: Path, models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     started: list[tuple] = []
-    monkeypatch.setattr(ChatPane, "start_model",
-                        lambda self, path, placement, label: started.append(
-                            (path, placement, label)))
+    monkeypatch.setattr(
+        ChatPane,
+        "start_model",
+        lambda self, path, placement, label: started.append((path, placement, label)),
+    )
     app = models_app(tmp_path, roomy_gpu_box(), dirs=[tmp_path / "models"])
     async with app.run_test(size=(160, 40)) as pilot:
         pane = await open_models(pilot)
@@ -214,8 +225,7 @@ async def test_the_app_hands_a_run_to_the_chat_pane(tmp_path: Path, models: dict
         assert app.query_one("#panes").active == "chat"
 
 
-async def test_hostile_gguf_is_one_row_saying_why(tmp_path: Path,
-                                                  models: dict[str, Path]) -> None:
+async def test_hostile_gguf_is_one_row_saying_why(tmp_path: Path, models: dict[str, Path]) -> None:
     truncated = tmp_path / "models" / "cut-Q8_0.gguf"
     with models["8b"].open("rb") as f:  # a sparse 4.6 GiB file: read only its head
         truncated.write_bytes(f.read(5000))
@@ -234,18 +244,23 @@ async def test_hostile_gguf_is_one_row_saying_why(tmp_path: Path,
 
 
 async def test_measured_next_to_predicted(tmp_path: Path, models: dict[str, Path]) -> None:
-    RunHistory().record(RunRecord(
-        model_path=str(models["8b"]),
-        settings={"n_ctx": 4096, "type_k": "f16", "type_v": "f16", "gpu_layers": -1},
-        predicted_vram_bytes=int(5.1 * GiB), measured_vram_bytes=int(5.0 * GiB),
-        predicted_decode_tps=41.0, measured_decode_tps=38.0,
-    ))
+    RunHistory().record(
+        RunRecord(
+            model_path=str(models["8b"]),
+            settings={"n_ctx": 4096, "type_k": "f16", "type_v": "f16", "gpu_layers": -1},
+            predicted_vram_bytes=int(5.1 * GiB),
+            measured_vram_bytes=int(5.0 * GiB),
+            predicted_decode_tps=41.0,
+            measured_decode_tps=38.0,
+        )
+    )
     app = pane_app(tmp_path, roomy_gpu_box(), dirs=[tmp_path / "models"])
     async with app.run_test(size=(160, 40)) as pilot:
         pane = await open_models(pilot)
         key = _key(models["8b"])
         assert _cell(pane, key, 8) == (
-            "predicted 5.1 GB / measured 5.0 GB, 38 tok/s (predicted 41)")
+            "predicted 5.1 GB / measured 5.0 GB, 38 tok/s (predicted 41)"
+        )
         assert _cell(pane, _key(models["70b"]), 8) == ""
         _select(pane, key)
         await pilot.pause()
@@ -268,25 +283,30 @@ async def test_no_models_says_what_to_do(tmp_path: Path, monkeypatch: pytest.Mon
 def fake_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
     files = tmp_path / "published"
     files.mkdir()
-    q4 = write_model(files / "Llama-3.1-8B-Tiny-Q4_K_M.gguf", "llama-3.1-8b-tiny",
-                     with_tokenizer=False)
-    q8 = write_model(files / "Llama-3.1-8B-Tiny-Q8_0.gguf", "llama-3.1-8b-tiny", quant="Q8_0",
-                     with_tokenizer=False)
+    q4 = write_model(
+        files / "Llama-3.1-8B-Tiny-Q4_K_M.gguf", "llama-3.1-8b-tiny", with_tokenizer=False
+    )
+    q8 = write_model(
+        files / "Llama-3.1-8B-Tiny-Q8_0.gguf",
+        "llama-3.1-8b-tiny",
+        quant="Q8_0",
+        with_tokenizer=False,
+    )
     with FakeHub() as server:
-        server.add_repo(REPO, {q4.name: q4, q8.name: q8, "README.md": b"# card"},
-                        downloads=10)
+        server.add_repo(REPO, {q4.name: q4, q8.name: q8, "README.md": b"# card"}, downloads=10)
         # A 40 GB sparse 70B nobody downloads: its header must cost a few MiB, not the file.
-        big = write_model(files / "Meta-Llama-3.1-70B-Instruct-Q4_K_M.gguf", "llama-3.1-70b",
-                          with_tokenizer=False)
+        big = write_model(
+            files / "Meta-Llama-3.1-70B-Instruct-Q4_K_M.gguf", "llama-3.1-70b", with_tokenizer=False
+        )
         server.add_repo(BIG_REPO, {big.name: big}, sha256={big.name: "0" * 64}, downloads=5)
         server.add_repo("someone/unrelated", {"x.bin": b"x"}, tags=("pytorch",))
         monkeypatch.setenv("HF_ENDPOINT", server.url)
         yield server
 
 
-async def test_hub_search_fits_quants_and_downloads(tmp_path: Path, models: dict[str, Path],
-                                                    fake_hub: FakeHub,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_hub_search_fits_quants_and_downloads(
+    tmp_path: Path, models: dict[str, Path], fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
     progress: list[int] = []
     original = ModelsPane.on_models_pane_download_update
 
@@ -328,8 +348,9 @@ async def test_hub_search_fits_quants_and_downloads(tmp_path: Path, models: dict
         assert not pane.query_one("#models-download").has_class("-active")
 
 
-async def test_hub_without_network_is_one_line(tmp_path: Path, models: dict[str, Path],
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_hub_without_network_is_one_line(
+    tmp_path: Path, models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     # huggingface_hub retries connection errors with waits of 1..8 s: record, do not sleep.
     waits: list[float] = []
     monkeypatch.setattr(hf_http, "time", types.SimpleNamespace(sleep=waits.append))
@@ -353,8 +374,9 @@ def test_every_binding_has_an_id_and_a_tooltip() -> None:
         assert not set(binding.key.split(",")) & taken
 
 
-async def test_download_cancels_and_resumes(tmp_path: Path, models: dict[str, Path],
-                                            fake_hub: FakeHub) -> None:
+async def test_download_cancels_and_resumes(
+    tmp_path: Path, models: dict[str, Path], fake_hub: FakeHub
+) -> None:
     app = pane_app(tmp_path, roomy_gpu_box(), dirs=[tmp_path / "models"])
     async with app.run_test(size=(160, 40)) as pilot:
         pane = await open_models(pilot)
@@ -387,8 +409,8 @@ async def test_download_cancels_and_resumes(tmp_path: Path, models: dict[str, Pa
 
 
 async def test_hub_rows_beyond_the_first_headers_read_theirs_on_enter(
-        tmp_path: Path, models: dict[str, Path], fake_hub: FakeHub,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, models: dict[str, Path], fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(ModelsPane, "max_hub_headers", 1)
     app = pane_app(tmp_path, roomy_gpu_box(), dirs=[tmp_path / "models"])
     async with app.run_test(size=(160, 40)) as pilot:

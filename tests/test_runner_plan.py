@@ -58,12 +58,21 @@ def test_n_cpu_moe_keeps_the_experts_of_the_first_blocks_on_the_cpu() -> None:
     def kept(name: str) -> bool:
         return any(p.search(name) for p in patterns)  # llama.cpp uses std::regex_search
 
-    for name in ("blk.0.ffn_up_exps.weight", "blk.1.ffn_down_exps.weight",
-                 "blk.2.ffn_gate_exps.weight", "blk.2.ffn_gate_up_exps.weight",
-                 "blk.1.ffn_down_chexps.weight"):
+    for name in (
+        "blk.0.ffn_up_exps.weight",
+        "blk.1.ffn_down_exps.weight",
+        "blk.2.ffn_gate_exps.weight",
+        "blk.2.ffn_gate_up_exps.weight",
+        "blk.1.ffn_down_chexps.weight",
+    ):
         assert kept(name), name
-    for name in ("blk.3.ffn_up_exps.weight", "blk.10.ffn_up_exps.weight",
-                 "blk.0.ffn_up_shexp.weight", "blk.0.attn_q.weight", "blk.1.ffn_up.weight"):
+    for name in (
+        "blk.3.ffn_up_exps.weight",
+        "blk.10.ffn_up_exps.weight",
+        "blk.0.ffn_up_shexp.weight",
+        "blk.0.attn_q.weight",
+        "blk.1.ffn_up.weight",
+    ):
         assert not kept(name), name
     # Not a Llama() keyword argument: the load applies it through the model params.
     assert "n_cpu_moe" not in llama_kwargs(RunPlan("m.gguf", n_cpu_moe=3))
@@ -124,8 +133,12 @@ def test_the_server_gets_the_tensor_split() -> None:
 
     plain = server_command(RunPlan("m.gguf"), host="127.0.0.1", port=1, model_alias="m")
     assert "--tensor_split" not in plain
-    command = server_command(RunPlan("m.gguf", gpu_layers=-1, tensor_split=(3, 1)),
-                             host="127.0.0.1", port=1, model_alias="m")
+    command = server_command(
+        RunPlan("m.gguf", gpu_layers=-1, tensor_split=(3, 1)),
+        host="127.0.0.1",
+        port=1,
+        model_alias="m",
+    )
     at = command.index("--tensor_split")
     assert command[at + 1 : at + 3] == ["3.0", "1.0"]
     assert at + 3 == len(command) or command[at + 3].startswith("--")

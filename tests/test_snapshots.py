@@ -54,5 +54,6 @@ def test_help_screen(snap_compare, tmp_path):
         await pilot.press("question_mark")
         await pilot.pause()
 
-    assert snap_compare(fixed_app(tmp_path, gpu_box()), terminal_size=(100, 30),
-                        run_before=open_help)
+    assert snap_compare(
+        fixed_app(tmp_path, gpu_box()), terminal_size=(100, 30), run_before=open_help
+    )

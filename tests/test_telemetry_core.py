@@ -34,8 +34,9 @@ class Clock:
 
 def test_real_psutil_snapshot_matches_the_machine(tmp_path):
     clock = Clock()
-    sampler = TelemetrySampler(nvml=NvmlReader(FakeNvml([])), watched=[("home", tmp_path)],
-                               clock=clock)
+    sampler = TelemetrySampler(
+        nvml=NvmlReader(FakeNvml([])), watched=[("home", tmp_path)], clock=clock
+    )
     first = sampler.sample()
     assert first.memory.total == psutil.virtual_memory().total
     assert first.cpu.logical_cores == psutil.cpu_count()
@@ -119,9 +120,11 @@ def test_gpu_lost_mid_run_is_marked_and_other_gpus_keep_reading():
 def test_throttle_reasons_are_named():
     import pynvml
 
-    gpu = FakeGpu(throttle=pynvml.nvmlClocksThrottleReasonSwPowerCap
-                  | pynvml.nvmlClocksThrottleReasonHwThermalSlowdown
-                  | pynvml.nvmlClocksThrottleReasonGpuIdle)
+    gpu = FakeGpu(
+        throttle=pynvml.nvmlClocksThrottleReasonSwPowerCap
+        | pynvml.nvmlClocksThrottleReasonHwThermalSlowdown
+        | pynvml.nvmlClocksThrottleReasonGpuIdle
+    )
     (stats,) = NvmlReader(FakeNvml([gpu])).read()
     assert stats.throttle_reasons == ("power cap", "thermal (hw)")
 
@@ -261,8 +264,9 @@ def test_no_host_scan_while_gpu_processes_are_listed():
 
 def test_disk_space_is_read_again_only_after_its_ttl(tmp_path):
     clock = Clock()
-    sampler = TelemetrySampler(nvml=NvmlReader(FakeNvml([])), watched=[("home", tmp_path)],
-                               clock=clock)
+    sampler = TelemetrySampler(
+        nvml=NvmlReader(FakeNvml([])), watched=[("home", tmp_path)], clock=clock
+    )
     first = sampler.sample().disks
     clock.now += 1.0
     assert sampler.sample().disks is first

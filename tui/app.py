@@ -61,9 +61,7 @@ PLACEHOLDERS = {
 
 
 def to_textual_theme(spec: ThemeSpec) -> Theme:
-    return Theme(
-        name=spec.name, dark=spec.dark, variables=dict(spec.variables), **spec.colours
-    )
+    return Theme(name=spec.name, dark=spec.dark, variables=dict(spec.variables), **spec.colours)
 
 
 class SnapshotReady(Message):
@@ -81,18 +79,40 @@ class RigdeckApp(App[None]):
 
     BINDINGS = [
         Binding("q", "quit", "Quit", id="quit", tooltip="Quit rigdeck"),
-        Binding("question_mark,f1", "help", "Help", id="help",
-                tooltip="Every key, with its id for remapping"),
-        Binding("colon", "command_palette", "Palette", id="palette", show=False,
-                tooltip="Command palette (also ctrl+p)"),
+        Binding(
+            "question_mark,f1",
+            "help",
+            "Help",
+            id="help",
+            tooltip="Every key, with its id for remapping",
+        ),
+        Binding(
+            "colon",
+            "command_palette",
+            "Palette",
+            id="palette",
+            show=False,
+            tooltip="Command palette (also ctrl+p)",
+        ),
         *(
             # The tab labels already show these keys; the footer keeps its room for actions.
-            Binding(key, f"show_pane('{pane}')", title, id=f"pane.{pane}", show=False,
-                    tooltip=f"Show the {title} pane")
+            Binding(
+                key,
+                f"show_pane('{pane}')",
+                title,
+                id=f"pane.{pane}",
+                show=False,
+                tooltip=f"Show the {title} pane",
+            )
             for pane, title, key in PANES
         ),
-        Binding("d", "doctor", "Doctor", id="doctor",
-                tooltip="What this machine gives rigdeck, and how to fix what is missing"),
+        Binding(
+            "d",
+            "doctor",
+            "Doctor",
+            id="doctor",
+            tooltip="What this machine gives rigdeck, and how to fix what is missing",
+        ),
     ]
 
     def __init__(
@@ -155,11 +175,7 @@ class RigdeckApp(App[None]):
             self.notify(warning, title="theme", severity="warning", timeout=10)
         for spec in [*specs, *mine]:
             self.register_theme(to_textual_theme(spec))
-        wanted = (
-            self.settings.ui.theme
-            or self.state.get("theme")
-            or default_theme_name()
-        )
+        wanted = self.settings.ui.theme or self.state.get("theme") or default_theme_name()
         if wanted not in self.available_themes:
             self.notify(f"unknown theme {wanted!r}; using rigdeck-dark", severity="warning")
             wanted = "rigdeck-dark"
@@ -336,8 +352,10 @@ class RigdeckApp(App[None]):
         rows = []
         sources: list[tuple[str, Iterable[Binding | tuple]]] = [
             ("everywhere", self.BINDINGS),
-            ("everywhere", [Binding("ctrl+p", "command_palette", "Command palette",
-                                    id="palette.ctrl")]),
+            (
+                "everywhere",
+                [Binding("ctrl+p", "command_palette", "Command palette", id="palette.ctrl")],
+            ),
             ("telemetry", TelemetryPane.BINDINGS),
             ("models", _pane_class("models").BINDINGS),
             ("chat", _pane_class("chat").BINDINGS),
@@ -398,19 +416,30 @@ class RigdeckApp(App[None]):
     # -- palette -----------------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         for pane, title, key in PANES:
-            yield SystemCommand(f"Show {title}", f"Switch to the {title} pane (key {key})",
-                                partial(self.action_show_pane, pane))
+            yield SystemCommand(
+                f"Show {title}",
+                f"Switch to the {title} pane (key {key})",
+                partial(self.action_show_pane, pane),
+            )
         for name in sorted(self.available_themes):
             if name.startswith("rigdeck") or name not in _TEXTUAL_BUILTIN:
-                yield SystemCommand(f"Theme: {name}", "Switch theme (remembered)",
-                                    partial(setattr, self, "theme", name))
-        yield SystemCommand("Pause / resume telemetry", "Freeze the telemetry view (key p)",
-                            self.action_toggle_pause)
-        yield SystemCommand("Doctor", "What this machine gives rigdeck (key d)",
-                            self.action_doctor)
+                yield SystemCommand(
+                    f"Theme: {name}",
+                    "Switch theme (remembered)",
+                    partial(setattr, self, "theme", name),
+                )
+        yield SystemCommand(
+            "Pause / resume telemetry",
+            "Freeze the telemetry view (key p)",
+            self.action_toggle_pause,
+        )
+        yield SystemCommand("Doctor", "What this machine gives rigdeck (key d)", self.action_doctor)
         yield SystemCommand("Keys", "Every key binding (key ?)", self.action_help)
-        yield SystemCommand("Save screenshot", "Save an SVG of the screen to the current folder",
-                            self.action_save_svg)
+        yield SystemCommand(
+            "Save screenshot",
+            "Save an SVG of the screen to the current folder",
+            self.action_save_svg,
+        )
         yield SystemCommand("Quit", "Quit rigdeck (key q)", self.action_quit)
 
     def action_save_svg(self) -> None:
@@ -423,6 +452,16 @@ class RigdeckApp(App[None]):
 
 
 _TEXTUAL_BUILTIN = {
-    "textual-dark", "textual-light", "nord", "gruvbox", "catppuccin-mocha", "dracula",
-    "tokyo-night", "monokai", "flexoki", "catppuccin-latte", "solarized-light", "textual-ansi",
+    "textual-dark",
+    "textual-light",
+    "nord",
+    "gruvbox",
+    "catppuccin-mocha",
+    "dracula",
+    "tokyo-night",
+    "monokai",
+    "flexoki",
+    "catppuccin-latte",
+    "solarized-light",
+    "textual-ansi",
 }

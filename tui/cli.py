@@ -40,8 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     parser.add_argument("--theme", help="theme name for this run")
     parser.add_argument("--refresh", type=float, metavar="S", help="telemetry refresh seconds")
-    parser.add_argument("--read-only", action="store_true", default=None,
-                        help="never signal processes (shared sessions)")
+    parser.add_argument(
+        "--read-only",
+        action="store_true",
+        default=None,
+        help="never signal processes (shared sessions)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     tel = sub.add_parser("telemetry", help="print a hardware snapshot (or a live line)")
@@ -175,8 +179,10 @@ def _print_snapshot(snap: Any) -> None:
     console.print(f"[bold]{snap.hostname}[/]  {snap.cpu.model}")
     console.print(watch_line(snap))
     for disk in snap.disks:
-        console.print(f"disk {disk.mount} ({', '.join(disk.labels)}): "
-                      f"{format_bytes(disk.free)} free of {format_bytes(disk.total)}")
+        console.print(
+            f"disk {disk.mount} ({', '.join(disk.labels)}): "
+            f"{format_bytes(disk.free)} free of {format_bytes(disk.total)}"
+        )
     if not snap.gpus:
         console.print(f"GPU: {snap.gpu_status}")
 

@@ -19,36 +19,66 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
 KV_CHOICES = ("f16", "q8_0", "q4_0")
 _SHORT_VERDICT = {"gpu": "GPU", "partial": "partial", "cpu": "CPU only", "none": "no fit"}
-VERDICT_STYLE = {"gpu": "bold green", "partial": "bold yellow", "cpu": "bold cyan",
-                 "none": "bold red"}
+VERDICT_STYLE = {
+    "gpu": "bold green",
+    "partial": "bold yellow",
+    "cpu": "bold cyan",
+    "none": "bold red",
+}
 
 
 def add_parsers(sub: Any) -> None:
     p = sub.add_parser(
-        "fit", help="fit a GGUF (file or hf:REPO[/FILE]) to this machine",
+        "fit",
+        help="fit a GGUF (file or hf:REPO[/FILE]) to this machine",
         description="Predict where a GGUF model's layers go, the VRAM and RAM it needs and its "
-                    "tokens/s, from its header alone (a Hub model is not downloaded). "
-                    "Exit 0: fits; 1: does not fit; 2: error.")
-    p.add_argument("target", metavar="PATH|hf:REPO[/FILE]",
-                   help="a local .gguf (any split part), hf:OWNER/NAME/FILE.gguf, "
-                        "hf:OWNER/NAME:QUANT, or hf:OWNER/NAME for every quantization")
-    p.add_argument("--ctx", type=int, metavar="N",
-                   help="context length in tokens; 0: the model's training context "
-                        "(default: models.context from the config, 4096)")
-    p.add_argument("--kv", choices=KV_CHOICES,
-                   help="KV cache type for K and V (default: models.kv_type, f16)")
-    p.add_argument("--flash-attn", action=argparse.BooleanOptionalAction, default=None,
-                   help="flash attention on or off (default: models.flash_attn, auto = on)")
-    p.add_argument("--vram", metavar="SIZE[,SIZE]",
-                   help="a hypothetical GPU per size, all free (24G or 24G,24G); 0: no GPU. "
-                        "Without it: this machine's GPUs and their free VRAM")
-    p.add_argument("--ram", metavar="SIZE",
-                   help="hypothetical RAM, all available (64G). Without it: this machine's "
-                        "available RAM")
-    p.add_argument("--gpu", metavar="NAME",
-                   help="the card --vram stands for, for its bandwidth (e.g. 'RTX 4090')")
-    p.add_argument("--threads", type=int, metavar="N",
-                   help="CPU threads for generation (default: half the logical cores)")
+        "tokens/s, from its header alone (a Hub model is not downloaded). "
+        "Exit 0: fits; 1: does not fit; 2: error.",
+    )
+    p.add_argument(
+        "target",
+        metavar="PATH|hf:REPO[/FILE]",
+        help="a local .gguf (any split part), hf:OWNER/NAME/FILE.gguf, "
+        "hf:OWNER/NAME:QUANT, or hf:OWNER/NAME for every quantization",
+    )
+    p.add_argument(
+        "--ctx",
+        type=int,
+        metavar="N",
+        help="context length in tokens; 0: the model's training context "
+        "(default: models.context from the config, 4096)",
+    )
+    p.add_argument(
+        "--kv", choices=KV_CHOICES, help="KV cache type for K and V (default: models.kv_type, f16)"
+    )
+    p.add_argument(
+        "--flash-attn",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="flash attention on or off (default: models.flash_attn, auto = on)",
+    )
+    p.add_argument(
+        "--vram",
+        metavar="SIZE[,SIZE]",
+        help="a hypothetical GPU per size, all free (24G or 24G,24G); 0: no GPU. "
+        "Without it: this machine's GPUs and their free VRAM",
+    )
+    p.add_argument(
+        "--ram",
+        metavar="SIZE",
+        help="hypothetical RAM, all available (64G). Without it: this machine's available RAM",
+    )
+    p.add_argument(
+        "--gpu",
+        metavar="NAME",
+        help="the card --vram stands for, for its bandwidth (e.g. 'RTX 4090')",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="CPU threads for generation (default: half the logical cores)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -64,8 +94,12 @@ def cmd_fit(args: argparse.Namespace, settings: Any) -> int:
     if target.is_remote:
         _quiet_hub()
     # Cheap checks first: a typo in a flag must not cost a Hub round trip.
-    run = run_settings(ctx=args.ctx, kv=args.kv, flash_attn=args.flash_attn,
-                       config=getattr(settings, "models", None))
+    run = run_settings(
+        ctx=args.ctx,
+        kv=args.kv,
+        flash_attn=args.flash_attn,
+        config=getattr(settings, "models", None),
+    )
     vram, ram = _sizes(args)
     models = resolve(target)
     budget, gpu_status = _budget(vram, ram, args, quiet=args.json)
@@ -80,8 +114,7 @@ def cmd_fit(args: argparse.Namespace, settings: Any) -> int:
     if args.json:
         print(json.dumps(_json(target, results, budget, hypo, total_cost(models)), indent=2))
     else:
-        _print(target, results, budget, hypo, total_cost(models), gpu_status, args,
-               run.flash_attn)
+        _print(target, results, budget, hypo, total_cost(models), gpu_status, args, run.flash_attn)
     return EXIT_OK if any(r.placement.fits for r in fitted) else EXIT_NO
 
 
@@ -119,8 +152,9 @@ def _flag(name: str, parse: Any, text: str) -> Any:
         raise FitError(f"{name}: {exc}") from None
 
 
-def _budget(vram: list[int] | None, ram: int | None, args: argparse.Namespace,
-            *, quiet: bool) -> tuple[HardwareBudget, str]:
+def _budget(
+    vram: list[int] | None, ram: int | None, args: argparse.Namespace, *, quiet: bool
+) -> tuple[HardwareBudget, str]:
     """This machine from one telemetry reading, with typed sizes laid over it."""
     from rigdeck.core.models import speed
     from rigdeck.core.models.budget import budget_from_snapshot, with_sizes
@@ -135,7 +169,8 @@ def _budget(vram: list[int] | None, ram: int | None, args: argparse.Namespace,
         from rigdeck.tui.cli import _console
 
         _console(stderr=True).print(
-            "[dim]measuring this CPU's memory bandwidth once (a few seconds; cached)…[/]")
+            "[dim]measuring this CPU's memory bandwidth once (a few seconds; cached)…[/]"
+        )
     calibration = speed.load_or_measure_cpu()
     base = budget_from_snapshot(snap, calibration=calibration, threads=args.threads)
     budget = with_sizes(base, vram=vram, ram=ram, gpu_name=args.gpu)
@@ -146,8 +181,13 @@ def _budget(vram: list[int] | None, ram: int | None, args: argparse.Namespace,
 # JSON
 
 
-def _json(target: Target, results: list[FitResult | FailedModel], budget: HardwareBudget,
-          hypo: dict[str, bool], cost: Any) -> dict[str, Any]:
+def _json(
+    target: Target,
+    results: list[FitResult | FailedModel],
+    budget: HardwareBudget,
+    hypo: dict[str, bool],
+    cost: Any,
+) -> dict[str, Any]:
     from rigdeck.core.models.fit_report import (
         budget_json,
         cost_json,
@@ -206,20 +246,24 @@ def _budget_line(budget: HardwareBudget, hypo: dict[str, bool], gpu_status: str)
         else:
             sizes = {g.total_bytes for g in budget.gpus}
             count = f"{len(budget.gpus)} × " if len(budget.gpus) > 1 else ""
-            size = _gib(sizes.pop()) if len(sizes) == 1 else \
-                " + ".join(_gib(g.total_bytes) for g in budget.gpus)
+            size = (
+                _gib(sizes.pop())
+                if len(sizes) == 1
+                else " + ".join(_gib(g.total_bytes) for g in budget.gpus)
+            )
             name = budget.gpus[0].name
             gpus = f"{count}{size} GPU" + ("" if name == "GPU" else f" ({name})")
     elif budget.gpus:
-        gpus = ", ".join(f"GPU {g.index} {g.name}: {_gib(g.free_bytes)} free of "
-                         f"{_gib(g.total_bytes)}" for g in budget.gpus)
+        gpus = ", ".join(
+            f"GPU {g.index} {g.name}: {_gib(g.free_bytes)} free of {_gib(g.total_bytes)}"
+            for g in budget.gpus
+        )
     else:
         gpus = "no GPU" + (f" ({gpu_status})" if gpu_status else "")
     if hypo["hypothetical_ram"]:
         ram = f"{_gib(budget.ram_total_bytes)} RAM"
     else:
-        ram = (f"RAM {_gib(budget.ram_available_bytes)} available of "
-               f"{_gib(budget.ram_total_bytes)}")
+        ram = f"RAM {_gib(budget.ram_available_bytes)} available of {_gib(budget.ram_total_bytes)}"
     threads = f"{budget.cpu_threads} CPU thread{'s' if budget.cpu_threads != 1 else ''}"
     if hypo["hypothetical_vram"] and hypo["hypothetical_ram"]:
         return f"hypothetical: {gpus}, {ram}; {threads}"
@@ -236,9 +280,16 @@ def _settings_line(p: Placement, requested_fa: bool | None) -> str:
     return f"context {s.n_ctx} · KV cache {kv} · flash attention {fa}"
 
 
-def _print(target: Target, results: list[FitResult | FailedModel], budget: HardwareBudget,
-           hypo: dict[str, bool], cost: Any, gpu_status: str, args: argparse.Namespace,
-           requested_fa: bool | None) -> None:
+def _print(
+    target: Target,
+    results: list[FitResult | FailedModel],
+    budget: HardwareBudget,
+    hypo: dict[str, bool],
+    cost: Any,
+    gpu_status: str,
+    args: argparse.Namespace,
+    requested_fa: bool | None,
+) -> None:
     from rigdeck.core.models.target import FailedModel
     from rigdeck.tui.cli import _console
 
@@ -249,28 +300,47 @@ def _print(target: Target, results: list[FitResult | FailedModel], budget: Hardw
         result = results[0]
         assert not isinstance(result, FailedModel)
         _print_one(console, result, budget, hypo, gpu_status, requested_fa)
-    if hypo["hypothetical_vram"] and budget.gpus and args.gpu is None \
-            and budget.gpus[0].bandwidth_bytes_per_s is None:
-        console.print("[dim]speed assumes a mid-range GPU; name the card with --gpu "
-                      "'RTX 4090' for its bandwidth[/]")
+    if (
+        hypo["hypothetical_vram"]
+        and budget.gpus
+        and args.gpu is None
+        and budget.gpus[0].bandwidth_bytes_per_s is None
+    ):
+        console.print(
+            "[dim]speed assumes a mid-range GPU; name the card with --gpu "
+            "'RTX 4090' for its bandwidth[/]"
+        )
 
 
-def _print_one(console: Any, r: FitResult, budget: HardwareBudget, hypo: dict[str, bool],
-               gpu_status: str, requested_fa: bool | None) -> None:
+def _print_one(
+    console: Any,
+    r: FitResult,
+    budget: HardwareBudget,
+    hypo: dict[str, bool],
+    gpu_status: str,
+    requested_fa: bool | None,
+) -> None:
     from rich.markup import escape
     from rich.table import Table
 
     m, p = r.model, r.placement
     info = m.info
-    params = f" · {info.n_params / 1e9:.1f}B params" if info.n_params >= 1e9 else (
-        f" · {info.n_params / 1e6:.0f}M params" if info.n_params else "")
-    console.print(f"[bold]{escape(info.name)}[/]  {escape(m.quant)} · {_gib(m.file_size)}"
-                  f" · {escape(info.architecture)}{params} · {info.n_layer} blocks"
-                  f"{' · MoE' if info.is_moe else ''}")
+    params = (
+        f" · {info.n_params / 1e9:.1f}B params"
+        if info.n_params >= 1e9
+        else (f" · {info.n_params / 1e6:.0f}M params" if info.n_params else "")
+    )
+    console.print(
+        f"[bold]{escape(info.name)}[/]  {escape(m.quant)} · {_gib(m.file_size)}"
+        f" · {escape(info.architecture)}{params} · {info.n_layer} blocks"
+        f"{' · MoE' if info.is_moe else ''}"
+    )
     console.print(f"[dim]{escape(m.location)}[/]")
     if m.remote is not None:
-        console.print(f"[dim]header read: {m.remote.requests} requests, "
-                      f"{_gib(m.remote.bytes)} of {_gib(m.file_size)} (nothing downloaded)[/]")
+        console.print(
+            f"[dim]header read: {m.remote.requests} requests, "
+            f"{_gib(m.remote.bytes)} of {_gib(m.file_size)} (nothing downloaded)[/]"
+        )
     console.print(f"budget    {escape(_budget_line(budget, hypo, gpu_status))}")
     console.print(f"settings  {_settings_line(p, requested_fa)}")
     console.print()
@@ -284,8 +354,12 @@ def _print_one(console: Any, r: FitResult, budget: HardwareBudget, hypo: dict[st
     for d in p.devices:
         head = f"GPU {d.index}\n{d.name}" if d.kind == "gpu" else "CPU\nRAM"
         table.add_column(escape(head), justify="right")
-    rows = (("weights", "weights_bytes"), ("KV cache", "kv_bytes"),
-            ("compute", "compute_bytes"), ("other", "other_bytes"))
+    rows = (
+        ("weights", "weights_bytes"),
+        ("KV cache", "kv_bytes"),
+        ("compute", "compute_bytes"),
+        ("other", "other_bytes"),
+    )
     for label, attr in rows:
         table.add_row(label, *(_gib(getattr(d, attr)) for d in p.devices))
     table.add_row("[bold]total[/]", *(f"[bold]{_gib(d.total_bytes)}[/]" for d in p.devices))
@@ -299,8 +373,9 @@ def _print_one(console: Any, r: FitResult, budget: HardwareBudget, hypo: dict[st
     console.print(table)
     console.print()
     if p.fits:
-        console.print(f"predicted prompt ~{_tps(p.prompt_tps)} tok/s · decode "
-                      f"~{_tps(p.decode_tps)} tok/s")
+        console.print(
+            f"predicted prompt ~{_tps(p.prompt_tps)} tok/s · decode ~{_tps(p.decode_tps)} tok/s"
+        )
     console.print(f"why       {escape(p.why)}")
     if p.suggestions:
         console.print("[bold]what would help[/] (cheapest first)")
@@ -313,9 +388,16 @@ def _print_one(console: Any, r: FitResult, budget: HardwareBudget, hypo: dict[st
             console.print(f"  [dim]- {escape(note)}[/]")
 
 
-def _print_repo(console: Any, target: Target, results: list[FitResult | FailedModel],
-                budget: HardwareBudget, hypo: dict[str, bool], cost: Any,
-                gpu_status: str, requested_fa: bool | None) -> None:
+def _print_repo(
+    console: Any,
+    target: Target,
+    results: list[FitResult | FailedModel],
+    budget: HardwareBudget,
+    hypo: dict[str, bool],
+    cost: Any,
+    gpu_status: str,
+    requested_fa: bool | None,
+) -> None:
     from rich.markup import escape
     from rich.table import Table
 
@@ -323,48 +405,66 @@ def _print_repo(console: Any, target: Target, results: list[FitResult | FailedMo
 
     fitted = [r for r in results if not isinstance(r, FailedModel)]
     first = fitted[0]
-    console.print(f"[bold]{escape(target.repo_id or '')}[/]  {escape(first.model.info.name)} · "
-                  f"{len(results)} file(s)")
+    console.print(
+        f"[bold]{escape(target.repo_id or '')}[/]  {escape(first.model.info.name)} · "
+        f"{len(results)} file(s)"
+    )
     if cost is not None:
-        console.print(f"[dim]header reads: {cost.requests} requests, {_gib(cost.bytes)} "
-                      "(nothing downloaded)[/]")
+        console.print(
+            f"[dim]header reads: {cost.requests} requests, {_gib(cost.bytes)} "
+            "(nothing downloaded)[/]"
+        )
     console.print(f"budget    {escape(_budget_line(budget, hypo, gpu_status))}")
     console.print(f"settings  {_settings_line(first.placement, requested_fa)}")
     console.print()
     quants = [r.quant for r in results]
     show_file = len(set(quants)) < len(quants)  # two files of one quant: tell them apart
     table = Table(box=None, pad_edge=False, header_style="bold")
-    cols = ["quant", "size", "verdict", "GPU layers", "VRAM", "RAM", "prompt t/s",
-            "decode t/s"] + (["file"] if show_file else [])
+    cols = ["quant", "size", "verdict", "GPU layers", "VRAM", "RAM", "prompt t/s", "decode t/s"] + (
+        ["file"] if show_file else []
+    )
     for col in cols:
         table.add_column(col, justify="left" if col in {"quant", "verdict", "file"} else "right")
     failures = []
     for r in results:
         if isinstance(r, FailedModel):
             failures.append(r)
-            table.add_row(escape(r.quant or "?"), _gib(r.file_size), "[red]unreadable[/]",
-                          *([""] * 5), *([escape(r.label)] if show_file else []))
+            table.add_row(
+                escape(r.quant or "?"),
+                _gib(r.file_size),
+                "[red]unreadable[/]",
+                *([""] * 5),
+                *([escape(r.label)] if show_file else []),
+            )
             continue
         p = r.placement
         style = VERDICT_STYLE[p.verdict if p.fits else "none"]
         word = _SHORT_VERDICT[p.verdict] if p.fits else "no fit"
-        table.add_row(escape(r.model.quant), _gib(r.model.file_size), f"[{style}]{word}[/]",
-                      f"{p.gpu_layers}/{p.total_layers}",
-                      _gib(p.gpu_bytes) if p.gpu_bytes else "–", _gib(p.host_bytes),
-                      _tps(p.prompt_tps) if p.fits else "–",
-                      _tps(p.decode_tps) if p.fits else "–",
-                      *([escape(r.model.label)] if show_file else []))
+        table.add_row(
+            escape(r.model.quant),
+            _gib(r.model.file_size),
+            f"[{style}]{word}[/]",
+            f"{p.gpu_layers}/{p.total_layers}",
+            _gib(p.gpu_bytes) if p.gpu_bytes else "–",
+            _gib(p.host_bytes),
+            _tps(p.prompt_tps) if p.fits else "–",
+            _tps(p.decode_tps) if p.fits else "–",
+            *([escape(r.model.label)] if show_file else []),
+        )
     console.print(table)
     for f in failures:
         console.print(f"[red]{escape(f.label)}: {escape(f.error)}[/]")
     best = _best(fitted)
     if best is not None:
-        console.print(f"\nbest here: [bold]{escape(best.model.quant)}[/] "
-                      f"({escape(best.model.label)}): {escape(_verdict_text(best.placement))}, "
-                      f"~{_tps(best.placement.decode_tps)} tok/s")
+        console.print(
+            f"\nbest here: [bold]{escape(best.model.quant)}[/] "
+            f"({escape(best.model.label)}): {escape(_verdict_text(best.placement))}, "
+            f"~{_tps(best.placement.decode_tps)} tok/s"
+        )
     else:
-        console.print("\n[bold red]no file fits[/]; `rigdeck fit` on one file shows why and "
-                      "what would help")
+        console.print(
+            "\n[bold red]no file fits[/]; `rigdeck fit` on one file shows why and what would help"
+        )
 
 
 def _best(results: list[FitResult]) -> FitResult | None:

@@ -25,30 +25,51 @@ _FLASH = {"auto": None, "on": True, "off": False}
 
 # -- arguments ---------------------------------------------------------------------------------
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL",
-                        help="a .gguf path, 'demo', or a name matched against local models")
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a .gguf path, 'demo', or a name matched against local models",
+    )
     parser.add_argument("--ctx", type=int, metavar="N", help="context length (default: config)")
     parser.add_argument("--kv", choices=KV_CHOICES, help="KV cache type for K and V")
-    parser.add_argument("--flash-attn", action=argparse.BooleanOptionalAction, default=None,
-                        help="flash attention (default: config, auto)")
-    parser.add_argument("--ngl", type=int, metavar="N",
-                        help="force N GPU layers (default: as many as the fit places)")
+    parser.add_argument(
+        "--flash-attn",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="flash attention (default: config, auto)",
+    )
+    parser.add_argument(
+        "--ngl",
+        type=int,
+        metavar="N",
+        help="force N GPU layers (default: as many as the fit places)",
+    )
     parser.add_argument("--threads", type=int, metavar="N", help="CPU threads")
     parser.add_argument("--seed", type=int, help="sampling seed (default: random)")
-    parser.add_argument("--force", action="store_true",
-                        help="load even when the fit says it does not fit")
+    parser.add_argument(
+        "--force", action="store_true", help="load even when the fit says it does not fit"
+    )
 
 
 def add_parsers(sub: Any) -> None:
     run = sub.add_parser("run", help="run a local GGUF on a prompt")
     _add_model_args(run)
     run.add_argument("--prompt", metavar="TEXT", help="the prompt; '-' reads it from stdin")
-    run.add_argument("-n", "--max-tokens", type=int, default=256, metavar="N",
-                     help="generate at most N tokens (default 256)")
+    run.add_argument(
+        "-n",
+        "--max-tokens",
+        type=int,
+        default=256,
+        metavar="N",
+        help="generate at most N tokens (default 256)",
+    )
     run.add_argument("--system", metavar="TEXT", help="system prompt")
     run.add_argument("--temp", type=float, default=0.7, help="temperature; 0 is greedy")
-    run.add_argument("--json", action="store_true",
-                     help="print one JSON object (text, speed, memory) instead of streaming")
+    run.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (text, speed, memory) instead of streaming",
+    )
 
     serve = sub.add_parser("serve", help="an OpenAI-compatible endpoint for a local GGUF")
     _add_model_args(serve)
@@ -57,12 +78,30 @@ def add_parsers(sub: Any) -> None:
 
     bench = sub.add_parser("bench", help="prompt and decode tokens/s, llama-bench style")
     _add_model_args(bench)
-    bench.add_argument("-p", "--n-prompt", type=int, default=512, metavar="N",
-                       help="prompt tokens per test (default 512)")
-    bench.add_argument("-n", "--n-gen", type=int, default=128, metavar="N",
-                       help="generated tokens per test (default 128)")
-    bench.add_argument("-r", "--repetitions", type=int, default=5, metavar="N",
-                       help="repetitions per test (default 5)")
+    bench.add_argument(
+        "-p",
+        "--n-prompt",
+        type=int,
+        default=512,
+        metavar="N",
+        help="prompt tokens per test (default 512)",
+    )
+    bench.add_argument(
+        "-n",
+        "--n-gen",
+        type=int,
+        default=128,
+        metavar="N",
+        help="generated tokens per test (default 128)",
+    )
+    bench.add_argument(
+        "-r",
+        "--repetitions",
+        type=int,
+        default=5,
+        metavar="N",
+        help="repetitions per test (default 5)",
+    )
     bench.add_argument("--json", action="store_true")
 
 
@@ -103,7 +142,9 @@ def _launch(args: argparse.Namespace, settings: Any) -> Any:
         why = why.removeprefix("does not fit: ")
         _console(stderr=True).print(
             f"[yellow]rigdeck: {path.name} does not fit this machine: {why}"
-            " (--force to try anyway)[/]", markup=True)
+            " (--force to try anyway)[/]",
+            markup=True,
+        )
         return None
     return planned
 
@@ -121,8 +162,11 @@ def _load_failed(exc: Any, command: str, model: str) -> int:
     """
     if exc.next_plans and exc.reason in ("out-of-memory", "other"):
         step = exc.next_plans[0]
-        flags = f"--ngl {max(step.gpu_layers, 0)} --ctx {step.n_ctx}" if step.gpu_layers >= 0 \
+        flags = (
+            f"--ngl {max(step.gpu_layers, 0)} --ctx {step.n_ctx}"
+            if step.gpu_layers >= 0
             else f"--ctx {step.n_ctx}"
+        )
         text = str(exc)
         if "; try " not in text:  # the runner names the step itself for out-of-memory
             text += f"; try {step.describe()}"
@@ -159,8 +203,10 @@ def _describe_placement(planned: Any) -> str:
     p = planned.placement
     layers = f"{_gpu_layers(planned)}/{p.total_layers} layers on GPU" if p.gpu_layers else "CPU"
     moe = f", experts of {p.n_cpu_moe} blocks on CPU" if p.n_cpu_moe else ""
-    return (f"{planned.path.name}: {layers}{moe}, context {planned.plan.n_ctx},"
-            f" predicted {_tps(p.decode_tps or None)} tok/s")
+    return (
+        f"{planned.path.name}: {layers}{moe}, context {planned.plan.n_ctx},"
+        f" predicted {_tps(p.decode_tps or None)} tok/s"
+    )
 
 
 # -- run ---------------------------------------------------------------------------------------
@@ -288,12 +334,16 @@ def _server_gaps(planned: Any) -> list[str]:
     """Where llama-cpp-python's server cannot load the plan as the fit placed it."""
     gaps = []
     if planned.plan.n_cpu_moe:
-        gaps.append(f"the server cannot keep MoE experts on the CPU: the experts of"
-                    f" {planned.plan.n_cpu_moe} blocks the fit kept there go to the GPU;"
-                    " lower --ngl if it runs out of GPU memory")
+        gaps.append(
+            f"the server cannot keep MoE experts on the CPU: the experts of"
+            f" {planned.plan.n_cpu_moe} blocks the fit kept there go to the GPU;"
+            " lower --ngl if it runs out of GPU memory"
+        )
     if planned.model.has_swa and not planned.plan.swa_full:
-        gaps.append("the server allocates a full-size sliding-window cache: more memory than"
-                    " predicted; lower --ctx if it runs out")
+        gaps.append(
+            "the server allocates a full-size sliding-window cache: more memory than"
+            " predicted; lower --ctx if it runs out"
+        )
     return gaps
 
 
@@ -321,16 +371,20 @@ def cmd_serve(args: argparse.Namespace, settings: Any) -> int:
         _record_served(planned, handle, time.monotonic() - started)
         console = _console()
         console.print(f"[bold]serving {handle.model_alias}[/] at {handle.url}", markup=True)
-        body = json.dumps({"model": handle.model_alias,
-                           "messages": [{"role": "user", "content": "Say hi"}]})
-        console.print(f"curl {handle.url}/chat/completions -H 'Content-Type: application/json'"
-                      f" -d '{body}'", markup=False)
+        body = json.dumps(
+            {"model": handle.model_alias, "messages": [{"role": "user", "content": "Say hi"}]}
+        )
+        console.print(
+            f"curl {handle.url}/chat/completions -H 'Content-Type: application/json' -d '{body}'",
+            markup=False,
+        )
         _note("Ctrl+C stops it")
         sys.stdout.flush()
         while handle.running:
             time.sleep(0.5)  # waiting for Ctrl+C; the loop also notices a server that died
-        return fail(f"the server for {planned.path.name} exited on its own"
-                    f" (log: {handle.log_path})")
+        return fail(
+            f"the server for {planned.path.name} exited on its own (log: {handle.log_path})"
+        )
     except KeyboardInterrupt:
         if handle is not None:
             handle.stop()
@@ -361,12 +415,17 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
 
     def line(cells: Sequence[str]) -> str:
-        padded = (c.rjust(w) if i in right else c.ljust(w)
-                  for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+        padded = (
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
         return "| " + " | ".join(padded) + " |"
 
-    rule = "| " + " | ".join(
-        "-" * (w - 1) + ":" if i in right else "-" * w for i, w in enumerate(widths)) + " |"
+    rule = (
+        "| "
+        + " | ".join("-" * (w - 1) + ":" if i in right else "-" * w for i, w in enumerate(widths))
+        + " |"
+    )
     return "\n".join([line(headers), rule, *(line(r) for r in rows)])
 
 
@@ -375,8 +434,11 @@ def cmd_bench(args: argparse.Namespace, settings: Any) -> int:
     from rigdeck.core.models.run_history import RunHistory
     from rigdeck.core.models.runner import LoadError
 
-    for flag, value, low in (("-p", args.n_prompt, 0), ("-n", args.n_gen, 0),
-                             ("-r", args.repetitions, 1)):
+    for flag, value, low in (
+        ("-p", args.n_prompt, 0),
+        ("-n", args.n_gen, 0),
+        ("-r", args.repetitions, 1),
+    ):
         if value < low:
             raise RigdeckError(f"{flag} must be at least {low}, not {value}")
     if args.n_prompt == 0 and args.n_gen == 0:
@@ -394,8 +456,14 @@ def cmd_bench(args: argparse.Namespace, settings: Any) -> int:
             sys.stderr.flush()
 
     try:
-        result = bench_model(planned.plan, n_prompt=args.n_prompt, n_gen=args.n_gen,
-                             repetitions=args.repetitions, history=RunHistory(), on_test=on_test)
+        result = bench_model(
+            planned.plan,
+            n_prompt=args.n_prompt,
+            n_gen=args.n_gen,
+            repetitions=args.repetitions,
+            history=RunHistory(),
+            on_test=on_test,
+        )
     except LoadError as exc:
         return _load_failed(exc, args.command, args.model)
     finally:
@@ -408,12 +476,22 @@ def cmd_bench(args: argparse.Namespace, settings: Any) -> int:
     info = planned.model
     from rigdeck.core.units import format_bytes
 
-    common = [f"{info.architecture} {_params_label(info.n_params)} {info.quant}",
-              format_bytes(info.file_size), _params_label(info.n_params), _backend(),
-              str(planned.plan.gpu_layers)]
-    rows = [[*common, t["test"], f"{t['tps']:.2f} ± {t['stdev']:.2f}",
-             "n/a" if t["predicted_tps"] is None else f"{t['predicted_tps']:.2f}"]
-            for t in tests]
+    common = [
+        f"{info.architecture} {_params_label(info.n_params)} {info.quant}",
+        format_bytes(info.file_size),
+        _params_label(info.n_params),
+        _backend(),
+        str(planned.plan.gpu_layers),
+    ]
+    rows = [
+        [
+            *common,
+            t["test"],
+            f"{t['tps']:.2f} ± {t['stdev']:.2f}",
+            "n/a" if t["predicted_tps"] is None else f"{t['predicted_tps']:.2f}",
+        ]
+        for t in tests
+    ]
     headers = ["model", "size", "params", "backend", "ngl", "test", "t/s", "predicted t/s"]
     print(_table(headers, rows, right={1, 2, 4, 5, 6, 7}))
     return EXIT_OK
@@ -423,14 +501,13 @@ def _bench_tests(planned: Any, result: Any) -> list[dict[str, Any]]:
     plan = planned.plan
     tests = []
     for name, tps, stdev, predicted in (
-        (result.prompt_test, result.prompt_tps, result.prompt_tps_stdev,
-         plan.predicted_prompt_tps),
-        (result.decode_test, result.decode_tps, result.decode_tps_stdev,
-         plan.predicted_decode_tps),
+        (result.prompt_test, result.prompt_tps, result.prompt_tps_stdev, plan.predicted_prompt_tps),
+        (result.decode_test, result.decode_tps, result.decode_tps_stdev, plan.predicted_decode_tps),
     ):
         if tps is not None:
-            tests.append({"test": name, "tps": tps, "stdev": stdev or 0.0,
-                          "predicted_tps": predicted})
+            tests.append(
+                {"test": name, "tps": tps, "stdev": stdev or 0.0, "predicted_tps": predicted}
+            )
     return tests
 
 

@@ -191,8 +191,12 @@ def _one_line(text: str, path: Path | None = None) -> str:
 
 def display_name(name: str, quant: str | None) -> str:
     """The name without its quant suffix, which has a column of its own."""
-    if quant and len(name) > len(quant) + 1 and name.lower().endswith(quant.lower()) and (
-            name[-len(quant) - 1] in "-._"):
+    if (
+        quant
+        and len(name) > len(quant) + 1
+        and name.lower().endswith(quant.lower())
+        and (name[-len(quant) - 1] in "-._")
+    ):
         return name[: -len(quant) - 1]
     return name
 
@@ -205,10 +209,19 @@ def local_rows(models: Iterable[LocalModel], cache: InfoCache) -> list[ModelRow]
             continue
         info, error = cache.get(m)
         quant = m.quant or (info.quant if info else "") or "?"
-        rows.append(ModelRow(
-            key=f"local:{m.path}", name=display_name(m.name, quant), quant=quant,
-            size_bytes=m.size_bytes, source=m.source, path=m.path, repo=m.repo, info=info,
-            error=error))
+        rows.append(
+            ModelRow(
+                key=f"local:{m.path}",
+                name=display_name(m.name, quant),
+                quant=quant,
+                size_bytes=m.size_bytes,
+                source=m.source,
+                path=m.path,
+                repo=m.repo,
+                info=info,
+                error=error,
+            )
+        )
     return rows
 
 
@@ -249,8 +262,9 @@ def read_hub_header(
             finally:
                 spent_bytes += source.bytes_fetched
                 spent_requests += source.requests + 1  # the HEAD that resolved it
-        header = headers[0] if len(headers) == 1 else join_split(
-            headers, [p.path for p in file.parts])
+        header = (
+            headers[0] if len(headers) == 1 else join_split(headers, [p.path for p in file.parts])
+        )
         return HeaderRead(ModelInfo.from_header(header), None, spent_bytes, spent_requests)
     except RigdeckError as exc:
         return HeaderRead(None, _one_line(str(exc)), spent_bytes, spent_requests)
@@ -258,10 +272,16 @@ def read_hub_header(
 
 def hub_row(file: HubFile, info: ModelInfo | None = None, error: str | None = None) -> ModelRow:
     return ModelRow(
-        key=f"hub:{file.repo_id}/{file.path}", name=display_name(file.name, file.quant),
+        key=f"hub:{file.repo_id}/{file.path}",
+        name=display_name(file.name, file.quant),
         quant=file.quant or "?",
-        size_bytes=file.size_bytes, source="hub", repo=file.repo_id, hub_file=file, info=info,
-        error=error)
+        size_bytes=file.size_bytes,
+        source="hub",
+        repo=file.repo_id,
+        hub_file=file,
+        info=info,
+        error=error,
+    )
 
 
 def search_hub(
@@ -302,16 +322,24 @@ def search_hub(
                 spent_requests += read.requests
                 rows.append(hub_row(file, read.info, read.error))
             else:
-                rows.append(hub_row(file, None, None if file.complete else
-                                    "the repo lists only some parts of this split model"))
+                rows.append(
+                    hub_row(
+                        file,
+                        None,
+                        None
+                        if file.complete
+                        else "the repo lists only some parts of this split model",
+                    )
+                )
     return HubSearch(query, tuple(rows), len(repos), spent_bytes, spent_requests, tuple(errors))
 
 
 # --- fitting -----------------------------------------------------------------------------------
 
 
-def fit_row(row: ModelRow, budget: HardwareBudget, settings: RunSettings,
-            run: RunRecord | None = None) -> FittedRow:
+def fit_row(
+    row: ModelRow, budget: HardwareBudget, settings: RunSettings, run: RunRecord | None = None
+) -> FittedRow:
     if row.info is None:
         return FittedRow(row, None, row.error, run)
     try:
@@ -320,9 +348,13 @@ def fit_row(row: ModelRow, budget: HardwareBudget, settings: RunSettings,
         return FittedRow(row, None, _one_line(str(exc)), run)
 
 
-def fit_rows(rows: Iterable[ModelRow], budget: HardwareBudget, controls: Controls,
-             runs: Mapping[str, Sequence[RunRecord]] | None = None,
-             cancel: threading.Event | None = None) -> list[FittedRow]:
+def fit_rows(
+    rows: Iterable[ModelRow],
+    budget: HardwareBudget,
+    controls: Controls,
+    runs: Mapping[str, Sequence[RunRecord]] | None = None,
+    cancel: threading.Event | None = None,
+) -> list[FittedRow]:
     """Every row fitted with the same settings; stops early (returning what it has) on cancel."""
     settings = controls.run_settings()
     out = []
@@ -399,11 +431,13 @@ def measured_summary(run: RunRecord) -> str:
     parts = []
     on_gpu = run.measured_vram_bytes is not None and (run.predicted_vram_bytes or 0) > 0
     if on_gpu:
-        parts.append(f"predicted {gb(run.predicted_vram_bytes)} / measured "
-                     f"{gb(run.measured_vram_bytes)}")
+        parts.append(
+            f"predicted {gb(run.predicted_vram_bytes)} / measured {gb(run.measured_vram_bytes)}"
+        )
     elif run.measured_ram_bytes is not None:
-        parts.append(f"predicted {gb(run.predicted_ram_bytes)} / measured "
-                     f"{gb(run.measured_ram_bytes)} RAM")
+        parts.append(
+            f"predicted {gb(run.predicted_ram_bytes)} / measured {gb(run.measured_ram_bytes)} RAM"
+        )
     if run.measured_decode_tps:
         speed = f"{tps_label(run.measured_decode_tps)} tok/s"
         if run.predicted_decode_tps:
@@ -421,8 +455,14 @@ def measured_line(run: RunRecord) -> str:
 
 
 def budget_line(budget: HardwareBudget) -> str:
-    gpus = ", ".join(
-        f"GPU {g.index} {g.name} {format_bytes(g.free_bytes)} free of {format_bytes(g.total_bytes)}"
-        for g in budget.gpus) or "no GPU"
-    return (f"{gpus} · RAM {format_bytes(budget.ram_available_bytes)} available of "
-            f"{format_bytes(budget.ram_total_bytes)} · {budget.cpu_threads} CPU threads")
+    gpus = (
+        ", ".join(
+            f"GPU {g.index} {g.name} {format_bytes(g.free_bytes)} free of {format_bytes(g.total_bytes)}"
+            for g in budget.gpus
+        )
+        or "no GPU"
+    )
+    return (
+        f"{gpus} · RAM {format_bytes(budget.ram_available_bytes)} available of "
+        f"{format_bytes(budget.ram_total_bytes)} · {budget.cpu_threads} CPU threads"
+    )

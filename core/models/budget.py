@@ -58,9 +58,16 @@ def budget_from_snapshot(
         if g.lost or g.memory_total is None or g.memory_free is None:
             continue
         bw, flops = speed.gpu_spec(g.name)
-        gpus.append(GpuBudget(
-            index=g.index, name=g.name, total_bytes=g.memory_total, free_bytes=g.memory_free,
-            bandwidth_bytes_per_s=g.bandwidth_bytes_per_s or bw, flops=flops))
+        gpus.append(
+            GpuBudget(
+                index=g.index,
+                name=g.name,
+                total_bytes=g.memory_total,
+                free_bytes=g.memory_free,
+                bandwidth_bytes_per_s=g.bandwidth_bytes_per_s or bw,
+                flops=flops,
+            )
+        )
     return HardwareBudget(
         gpus=tuple(gpus),
         ram_total_bytes=snap.memory.total,
@@ -90,8 +97,16 @@ def with_sizes(
         for i, size in enumerate(vram):
             name = gpu_name or (base.gpus[i].name if i < len(base.gpus) else "GPU")
             bw, flops = speed.gpu_spec(name)
-            cards.append(GpuBudget(index=i, name=name, total_bytes=size, free_bytes=size,
-                                   bandwidth_bytes_per_s=bw, flops=flops))
+            cards.append(
+                GpuBudget(
+                    index=i,
+                    name=name,
+                    total_bytes=size,
+                    free_bytes=size,
+                    bandwidth_bytes_per_s=bw,
+                    flops=flops,
+                )
+            )
         budget = replace(budget, gpus=tuple(cards))
     if ram is not None:
         budget = replace(budget, ram_total_bytes=ram, ram_available_bytes=ram)

@@ -27,8 +27,11 @@ from rigdeck.core.units import format_bytes
 
 # How much of the whole load each phase stands for, so one bar moves forward only.
 _PHASE_SPAN = {"reading": (0.0, 0.05), "loading": (0.05, 0.95), "warming": (0.95, 1.0)}
-_PHASE_WORDS = {"reading": "reading the header", "loading": "loading weights",
-                "warming": "warming up"}
+_PHASE_WORDS = {
+    "reading": "reading the header",
+    "loading": "loading weights",
+    "warming": "warming up",
+}
 
 
 def run_settings(models: ModelSettings) -> RunSettings:
@@ -121,28 +124,29 @@ def progress_text(name: str, phase: str, fraction: float) -> str:
     return f"loading {name}  {bar} {done:4.0%}  {_PHASE_WORDS.get(phase, phase)}"
 
 
-
 def _gb(n: int | None) -> str:
     return format_bytes(n) if n is not None else "?"
 
 
-def measured_line(
-    plan: RunPlan, load: LoadStats, reply: GenerationStats | None = None
-) -> str:
-    """"predicted 5.1 GiB / measured 5.0 GiB, 38 tok/s (predicted 41)" for a loaded model.
+def measured_line(plan: RunPlan, load: LoadStats, reply: GenerationStats | None = None) -> str:
+    """ "predicted 5.1 GiB / measured 5.0 GiB, 38 tok/s (predicted 41)" for a loaded model.
 
     The GPU figure is what NVML charges to this process (llama.cpp's own buffer sizes where
     NVML cannot see it); the host figure is the resident memory the load added.
     """
     parts: list[str] = []
-    gpu_measured = load.gpu_bytes if load.gpu_bytes is not None else (
-        load.device_buffer_bytes or None)
+    gpu_measured = (
+        load.gpu_bytes if load.gpu_bytes is not None else (load.device_buffer_bytes or None)
+    )
     if plan.predicted_vram_bytes or gpu_measured:
-        parts.append(f"GPU predicted {_gb(plan.predicted_vram_bytes)}"
-                     f" / measured {_gb(gpu_measured)}")
+        parts.append(
+            f"GPU predicted {_gb(plan.predicted_vram_bytes)} / measured {_gb(gpu_measured)}"
+        )
     label = "RAM " if parts else ""
-    parts.append(f"{label}predicted {_gb(plan.predicted_ram_bytes)}"
-                 f" / measured {_gb(load.host_rss_delta_bytes)}")
+    parts.append(
+        f"{label}predicted {_gb(plan.predicted_ram_bytes)}"
+        f" / measured {_gb(load.host_rss_delta_bytes)}"
+    )
     line = " · ".join(parts)
     if reply is not None and reply.decode_tps:
         line += f", {reply.decode_tps:.0f} tok/s"
@@ -161,7 +165,8 @@ def reply_line(stats: GenerationStats) -> str:
     if stats.decode_tps:
         speeds.append(f"decode {stats.decode_tps:.1f} tok/s")
     ended = {"stop": "done", "length": "hit max tokens", "cancelled": "stopped"}[
-        stats.finish_reason]
+        stats.finish_reason
+    ]
     return f"{stats.decode_tokens} tokens, {', '.join(speeds) or 'no timing'} · {ended}"
 
 

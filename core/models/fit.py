@@ -31,8 +31,15 @@ GiB = 1 << 30
 
 # (block size, bytes per block) of the cache types llama.cpp accepts for K and V.
 KV_TYPES: Mapping[str, tuple[int, int]] = {
-    "f32": (1, 4), "f16": (1, 2), "bf16": (1, 2), "q8_0": (32, 34), "q4_0": (32, 18),
-    "q4_1": (32, 20), "q5_0": (32, 22), "q5_1": (32, 24), "iq4_nl": (32, 18),
+    "f32": (1, 4),
+    "f16": (1, 2),
+    "bf16": (1, 2),
+    "q8_0": (32, 34),
+    "q4_0": (32, 18),
+    "q4_1": (32, 20),
+    "q5_0": (32, 22),
+    "q5_1": (32, 24),
+    "iq4_nl": (32, 18),
 }
 # What one CUDA device costs before any buffer: context, cuBLAS workspace, kernel images.
 # Measured at 530-560 MiB on an H100 with CUDA 13; older drivers and smaller cards use less.
@@ -44,8 +51,15 @@ HOST_RUNTIME_CUDA_BYTES = 350 * MiB
 DEFAULT_CPU_REPACK_TYPES = frozenset({"Q4_0", "Q4_K", "IQ4_NL", "MXFP4"})
 # Bits per weight of whole quantized models, for "smaller quant" suggestions.
 QUANT_LADDER: tuple[tuple[str, float], ...] = (
-    ("Q8_0", 8.5), ("Q6_K", 6.56), ("Q5_K_M", 5.69), ("Q4_K_M", 4.89), ("IQ4_XS", 4.46),
-    ("Q3_K_M", 3.91), ("IQ3_XXS", 3.21), ("Q2_K", 2.96), ("IQ2_XXS", 2.2),
+    ("Q8_0", 8.5),
+    ("Q6_K", 6.56),
+    ("Q5_K_M", 5.69),
+    ("Q4_K_M", 4.89),
+    ("IQ4_XS", 4.46),
+    ("Q3_K_M", 3.91),
+    ("IQ3_XXS", 3.21),
+    ("Q2_K", 2.96),
+    ("IQ2_XXS", 2.2),
 )
 _F = 4  # compute buffers hold float32 activations
 
@@ -127,20 +141,37 @@ class HardwareBudget:
     name: str = "this machine"
 
     @classmethod
-    def hypothetical(cls, *, ram_bytes: int, gpus: Sequence[tuple[str, int]] = (),
-                     cpu_threads: int = 8, cpu_bandwidth_bytes_per_s: float | None = None,
-                     name: str = "hypothetical machine") -> HardwareBudget:
+    def hypothetical(
+        cls,
+        *,
+        ram_bytes: int,
+        gpus: Sequence[tuple[str, int]] = (),
+        cpu_threads: int = 8,
+        cpu_bandwidth_bytes_per_s: float | None = None,
+        name: str = "hypothetical machine",
+    ) -> HardwareBudget:
         """A machine described by sizes alone (an upgrade, a cloud offer): all memory free.
 
         ``gpus`` is (name, VRAM bytes) per GPU; bandwidth and FLOPs come from the name table.
         """
         cards = tuple(
-            GpuBudget(index=i, name=gname, total_bytes=vram, free_bytes=vram,
-                      bandwidth_bytes_per_s=speed.gpu_spec(gname)[0])
-            for i, (gname, vram) in enumerate(gpus))
-        return cls(gpus=cards, ram_total_bytes=ram_bytes, ram_available_bytes=ram_bytes,
-                   cpu_threads=cpu_threads, cpu_bandwidth_bytes_per_s=cpu_bandwidth_bytes_per_s,
-                   name=name)
+            GpuBudget(
+                index=i,
+                name=gname,
+                total_bytes=vram,
+                free_bytes=vram,
+                bandwidth_bytes_per_s=speed.gpu_spec(gname)[0],
+            )
+            for i, (gname, vram) in enumerate(gpus)
+        )
+        return cls(
+            gpus=cards,
+            ram_total_bytes=ram_bytes,
+            ram_available_bytes=ram_bytes,
+            cpu_threads=cpu_threads,
+            cpu_bandwidth_bytes_per_s=cpu_bandwidth_bytes_per_s,
+            name=name,
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,8 +257,13 @@ def fit(model: ModelInfo, budget: HardwareBudget, settings: RunSettings) -> Plac
     return best
 
 
-def place_layers(model: ModelInfo, budget: HardwareBudget, settings: RunSettings,
-                 gpu_layers: int, n_cpu_moe: int = 0) -> Placement:
+def place_layers(
+    model: ModelInfo,
+    budget: HardwareBudget,
+    settings: RunSettings,
+    gpu_layers: int,
+    n_cpu_moe: int = 0,
+) -> Placement:
     """The placement for a forced layer count (and experts-on-CPU count), fitting or not."""
     run = _resolve(model, settings)
     splits = _splits(model, budget, run)
@@ -241,19 +277,32 @@ def placement_to_json(p: Placement) -> dict[str, object]:
         "gpu_layers": p.gpu_layers,
         "total_layers": p.total_layers,
         "devices": [
-            {"kind": d.kind, "name": d.name, "budget_bytes": d.budget_bytes,
-             "weights_bytes": d.weights_bytes, "kv_bytes": d.kv_bytes,
-             "compute_bytes": d.compute_bytes, "other_bytes": d.other_bytes,
-             "total_bytes": d.total_bytes}
+            {
+                "kind": d.kind,
+                "name": d.name,
+                "budget_bytes": d.budget_bytes,
+                "weights_bytes": d.weights_bytes,
+                "kv_bytes": d.kv_bytes,
+                "compute_bytes": d.compute_bytes,
+                "other_bytes": d.other_bytes,
+                "total_bytes": d.total_bytes,
+            }
             for d in p.devices
         ],
         "predicted": {"prompt_tps": round(p.prompt_tps, 2), "decode_tps": round(p.decode_tps, 2)},
         "why": p.why,
         "suggestions": [
-            {"label": s.label, "kind": s.kind, "fits": s.fits, "verdict": s.verdict,
-             "gpu_layers": s.gpu_layers,
-             "predicted": {"prompt_tps": round(s.prompt_tps, 2),
-                           "decode_tps": round(s.decode_tps, 2)}}
+            {
+                "label": s.label,
+                "kind": s.kind,
+                "fits": s.fits,
+                "verdict": s.verdict,
+                "gpu_layers": s.gpu_layers,
+                "predicted": {
+                    "prompt_tps": round(s.prompt_tps, 2),
+                    "decode_tps": round(s.decode_tps, 2),
+                },
+            }
             for s in p.suggestions
         ],
     }
@@ -308,9 +357,16 @@ def _resolve(model: ModelInfo, s: RunSettings) -> _Run:
     if model.has_swa and not s.swa_full:
         window = model.sliding_window * (s.n_seq if s.kv_unified else 1)
         swa = _pad(min(n_ctx_seq, window + n_ubatch), 256)
-    return _Run(settings=s, n_ctx=n_ctx, n_ctx_seq=n_ctx_seq, n_stream=n_stream,
-                n_ubatch=n_ubatch, flash_attn=fa, swa_cells=swa,
-                n_outputs=min(n_ubatch, n_batch))
+    return _Run(
+        settings=s,
+        n_ctx=n_ctx,
+        n_ctx_seq=n_ctx_seq,
+        n_stream=n_stream,
+        n_ubatch=n_ubatch,
+        flash_attn=fa,
+        swa_cells=swa,
+        n_outputs=min(n_ubatch, n_batch),
+    )
 
 
 def _row(kv_type: str, n: int) -> int:
@@ -327,8 +383,9 @@ def _kv_layer_bytes(model: ModelInfo, run: _Run, il: int) -> int:
     # Without flash attention V is stored transposed and padded to the widest layer.
     if v_width and not run.flash_attn:
         v_width = model.max_v_width
-    per_cell = _row(run.settings.type_k, k_width) + (_row(run.settings.type_v, v_width)
-                                                      if v_width else 0)
+    per_cell = _row(run.settings.type_k, k_width) + (
+        _row(run.settings.type_v, v_width) if v_width else 0
+    )
     return per_cell * cells * run.n_stream
 
 
@@ -341,8 +398,9 @@ def _f32(x: float) -> float:
     return float(struct.unpack("f", struct.pack("f", x))[0])
 
 
-def _assign(n_blocks: int, n_gpu_layers: int, splits: Sequence[float],
-            n_gpus: int) -> list[int | None]:
+def _assign(
+    n_blocks: int, n_gpu_layers: int, splits: Sequence[float], n_gpus: int
+) -> list[int | None]:
     """Device index (None = CPU) of each block and, last, of the output: llama.cpp's rule."""
     if n_gpus == 0:
         return [None] * (n_blocks + 1)
@@ -362,8 +420,10 @@ def _splits(model: ModelInfo, budget: HardwareBudget, run: _Run) -> list[float]:
     """Cumulative split points: proportional to what each GPU can hold after fixed costs."""
     if len(budget.gpus) <= 1:
         return [1.0] * len(budget.gpus)
-    usable = [max(g.free_bytes - run.settings.gpu_margin_bytes - CUDA_CONTEXT_BYTES, 1)
-              for g in budget.gpus]
+    usable = [
+        max(g.free_bytes - run.settings.gpu_margin_bytes - CUDA_CONTEXT_BYTES, 1)
+        for g in budget.gpus
+    ]
     total = float(sum(usable))
     acc, out = 0.0, []
     for u in usable:
@@ -393,8 +453,14 @@ class _Acc:
     has_output: bool = False
 
 
-def _layout(model: ModelInfo, budget: HardwareBudget, run: _Run, n_gpu_layers: int,
-            n_cpu_moe: int, splits: Sequence[float]) -> Placement:
+def _layout(
+    model: ModelInfo,
+    budget: HardwareBudget,
+    run: _Run,
+    n_gpu_layers: int,
+    n_cpu_moe: int,
+    splits: Sequence[float],
+) -> Placement:
     s = run.settings
     gpus = budget.gpus
     n_blocks = model.n_layer + model.n_layer_skipped
@@ -469,40 +535,80 @@ def _layout(model: ModelInfo, budget: HardwareBudget, run: _Run, n_gpu_layers: i
     out_acc.decode_bytes += out_bytes
     out_acc.flops += 2 * model.output_bytes / bytes_per_param
 
-    host_compute, gpu_compute = _compute(model, budget, run, where, gpu_acc, cpu_blocks_kv,
-                                         cpu_matrices, n_cpu_moe)
+    host_compute, gpu_compute = _compute(
+        model, budget, run, where, gpu_acc, cpu_blocks_kv, cpu_matrices, n_cpu_moe
+    )
     devices: list[DevicePlacement] = []
     for i, (g, acc) in enumerate(zip(gpus, gpu_acc, strict=True)):
         other = CUDA_CONTEXT_BYTES
         total = acc.weights + acc.kv + gpu_compute[i] + other
-        devices.append(DevicePlacement("gpu", g.name, g.free_bytes, acc.weights, acc.kv,
-                                       gpu_compute[i], other, total, acc.layers, g.index,
-                                       acc.has_output))
+        devices.append(
+            DevicePlacement(
+                "gpu",
+                g.name,
+                g.free_bytes,
+                acc.weights,
+                acc.kv,
+                gpu_compute[i],
+                other,
+                total,
+                acc.layers,
+                g.index,
+                acc.has_output,
+            )
+        )
     output_buffer = model.n_vocab * 4 * s.n_seq
     host_other = output_buffer + (HOST_RUNTIME_CUDA_BYTES if gpus else HOST_RUNTIME_BYTES)
     host_total = cpu.weights + cpu.kv + host_compute + host_other
-    devices.append(DevicePlacement("cpu", "CPU", budget.ram_available_bytes, cpu.weights,
-                                   cpu.kv, host_compute, host_other, host_total, cpu.layers,
-                                   None, cpu.has_output))
+    devices.append(
+        DevicePlacement(
+            "cpu",
+            "CPU",
+            budget.ram_available_bytes,
+            cpu.weights,
+            cpu.kv,
+            host_compute,
+            host_other,
+            host_total,
+            cpu.layers,
+            None,
+            cpu.has_output,
+        )
+    )
 
     prompt, decode = _speeds(model, budget, run, gpu_acc, cpu, n_cpu_moe, where)
-    fits_gpu = all(d.total_bytes + s.gpu_margin_bytes <= d.budget_bytes
-                   for d in devices if d.kind == "gpu")
+    fits_gpu = all(
+        d.total_bytes + s.gpu_margin_bytes <= d.budget_bytes for d in devices if d.kind == "gpu"
+    )
     fits_host = host_total + s.ram_margin_bytes <= budget.ram_available_bytes
     fits = fits_gpu and fits_host
     all_gpu = bool(gpus) and n_gpu_layers >= n_blocks + 1 and n_cpu_moe == 0
     any_gpu = bool(gpus) and n_gpu_layers > 0
     verdict: Literal["gpu", "partial", "cpu", "none"] = (
-        "none" if not fits else "gpu" if all_gpu else "partial" if any_gpu else "cpu")
-    resolved = replace(s, n_ctx=run.n_ctx, flash_attn=run.flash_attn, gpu_layers=n_gpu_layers,
-                       cpu_moe=n_cpu_moe)
+        "none" if not fits else "gpu" if all_gpu else "partial" if any_gpu else "cpu"
+    )
+    resolved = replace(
+        s, n_ctx=run.n_ctx, flash_attn=run.flash_attn, gpu_layers=n_gpu_layers, cpu_moe=n_cpu_moe
+    )
     placement = Placement(
-        fits=fits, verdict=verdict, gpu_layers=n_gpu_layers, total_layers=n_blocks + 1,
-        devices=tuple(devices), prompt_tps=prompt, decode_tps=decode, why="",
-        suggestions=(), margin_bytes=s.gpu_margin_bytes, notes=(), n_cpu_moe=n_cpu_moe,
-        tensor_split=_tensor_split(splits), settings=resolved)
-    return replace(placement, why=_why(model, budget, placement),
-                   notes=_notes(model, budget, run, placement))
+        fits=fits,
+        verdict=verdict,
+        gpu_layers=n_gpu_layers,
+        total_layers=n_blocks + 1,
+        devices=tuple(devices),
+        prompt_tps=prompt,
+        decode_tps=decode,
+        why="",
+        suggestions=(),
+        margin_bytes=s.gpu_margin_bytes,
+        notes=(),
+        n_cpu_moe=n_cpu_moe,
+        tensor_split=_tensor_split(splits),
+        settings=resolved,
+    )
+    return replace(
+        placement, why=_why(model, budget, placement), notes=_notes(model, budget, run, placement)
+    )
 
 
 def _largest_expert(layer: LayerWeights) -> int:
@@ -513,9 +619,16 @@ def _largest_expert(layer: LayerWeights) -> int:
 # Compute buffers: the peak of the graph's dominant phases, per device
 
 
-def _compute(model: ModelInfo, budget: HardwareBudget, run: _Run, where: Sequence[int | None],
-             gpu_acc: Sequence[_Acc], cpu_kv_layer: int, cpu_matrices: Sequence[int],
-             n_cpu_moe: int) -> tuple[int, list[int]]:
+def _compute(
+    model: ModelInfo,
+    budget: HardwareBudget,
+    run: _Run,
+    where: Sequence[int | None],
+    gpu_acc: Sequence[_Acc],
+    cpu_kv_layer: int,
+    cpu_matrices: Sequence[int],
+    n_cpu_moe: int,
+) -> tuple[int, list[int]]:
     """(host compute bytes, compute bytes per GPU) for one micro-batch of n_ubatch tokens.
 
     ggml's allocator reuses memory as tensors die, so a buffer is about the largest set of
@@ -550,12 +663,15 @@ def _compute(model: ModelInfo, budget: HardwareBudget, run: _Run, where: Sequenc
 
     s = run.settings
     host = mask + 2 * e * f + (0 if run.flash_attn else 2 * e_kv * f)
-    fa_convert = n_kv * (e_kv + e_v) * 2 if run.flash_attn and (
-        _quantized(s.type_k) or _quantized(s.type_v)) else 0
+    fa_convert = (
+        n_kv * (e_kv + e_v) * 2
+        if run.flash_attn and (_quantized(s.type_k) or _quantized(s.type_v))
+        else 0
+    )
     attn = kq + mask + (3 * e + e_q + 2 * e_kv) * f + fa_convert
     out = logits + e * f
     out_dev = where[-1]
-    cpu_blocks = any(d is None for d in where[:model.n_layer])
+    cpu_blocks = any(d is None for d in where[: model.n_layer])
     ffa = max(model.n_ff, model.n_ff_expert * max(model.n_expert_used, 1))
     result = []
     for i, acc in enumerate(gpu_acc):
@@ -594,8 +710,15 @@ def _gpu_rates(g: GpuBudget) -> tuple[float, float]:
     return bandwidth, peak * speed.GPU_PROMPT_EFFICIENCY
 
 
-def _speeds(model: ModelInfo, budget: HardwareBudget, run: _Run, gpu_acc: Sequence[_Acc],
-            cpu: _Acc, n_cpu_moe: int, where: Sequence[int | None]) -> tuple[float, float]:
+def _speeds(
+    model: ModelInfo,
+    budget: HardwareBudget,
+    run: _Run,
+    gpu_acc: Sequence[_Acc],
+    cpu: _Acc,
+    n_cpu_moe: int,
+    where: Sequence[int | None],
+) -> tuple[float, float]:
     threads = run.settings.n_threads or budget.cpu_threads
     cpu_bw = budget.cpu_bandwidth_bytes_per_s or speed.DEFAULT_CPU_BW
     cpu_flops = budget.cpu_flops or speed.cpu_prompt_flops(threads, None)
@@ -603,15 +726,30 @@ def _speeds(model: ModelInfo, budget: HardwareBudget, run: _Run, gpu_acc: Sequen
     mla = speed.GPU_MLA_LAYER_OVERHEAD_S if model.is_mla else 0.0
     for g, acc in zip(budget.gpus, gpu_acc, strict=True):
         bw, flops = _gpu_rates(g)
-        works.append(speed.DeviceWork("gpu", acc.decode_bytes, acc.flops, acc.layers, bw, flops,
-                                      extra_decode_s=acc.layers * mla))
-    cpu_work = speed.DeviceWork("cpu", cpu.decode_bytes, cpu.flops, cpu.layers, cpu_bw,
-                                cpu_flops, threads,
-                                efficiency=speed.cpu_row_efficiency(model.n_embd))
+        works.append(
+            speed.DeviceWork(
+                "gpu",
+                acc.decode_bytes,
+                acc.flops,
+                acc.layers,
+                bw,
+                flops,
+                extra_decode_s=acc.layers * mla,
+            )
+        )
+    cpu_work = speed.DeviceWork(
+        "cpu",
+        cpu.decode_bytes,
+        cpu.flops,
+        cpu.layers,
+        cpu_bw,
+        cpu_flops,
+        threads,
+        efficiency=speed.cpu_row_efficiency(model.n_embd),
+    )
     decode = speed.decode_tps([*works, cpu_work])
     pcie = 0.0
-    if budget.gpus and run.settings.op_offload and (cpu.layers or n_cpu_moe
-                                                     or where[-1] is None):
+    if budget.gpus and run.settings.op_offload and (cpu.layers or n_cpu_moe or where[-1] is None):
         # Prompts run on the GPU; CPU-resident weights cross PCIe once per micro-batch.
         experts = sum(x.expert_bytes for x in model.layers[:n_cpu_moe])
         moved = cpu.weights - model.token_embd_bytes - model.input_extra_bytes - experts
@@ -626,8 +764,9 @@ def _speeds(model: ModelInfo, budget: HardwareBudget, run: _Run, gpu_acc: Sequen
 # Search
 
 
-def _search(model: ModelInfo, budget: HardwareBudget, run: _Run,
-            settings: RunSettings) -> Placement:
+def _search(
+    model: ModelInfo, budget: HardwareBudget, run: _Run, settings: RunSettings
+) -> Placement:
     splits = _splits(model, budget, run)
     n_max = model.n_layer + model.n_layer_skipped + 1
     if not budget.gpus:
@@ -637,7 +776,8 @@ def _search(model: ModelInfo, budget: HardwareBudget, run: _Run,
         if settings.cpu_moe is not None or not model.is_moe:
             return _layout(model, budget, run, ngl, settings.cpu_moe or 0, splits)
         return _min_cpu_moe(model, budget, run, ngl, splits) or _layout(
-            model, budget, run, ngl, model.n_layer, splits)
+            model, budget, run, ngl, model.n_layer, splits
+        )
 
     fixed_moe = settings.cpu_moe if settings.cpu_moe is not None else 0
     dense = None
@@ -661,8 +801,9 @@ def _gpu_room(budget: HardwareBudget) -> bool:
     return any(g.free_bytes > CUDA_CONTEXT_BYTES for g in budget.gpus)
 
 
-def _min_cpu_moe(model: ModelInfo, budget: HardwareBudget, run: _Run, ngl: int,
-                 splits: Sequence[float]) -> Placement | None:
+def _min_cpu_moe(
+    model: ModelInfo, budget: HardwareBudget, run: _Run, ngl: int, splits: Sequence[float]
+) -> Placement | None:
     """All blocks on the GPU, the fewest blocks' experts on the CPU that make it fit."""
     lo, hi = 0, model.n_layer
     best = None
@@ -691,28 +832,36 @@ def _why(model: ModelInfo, budget: HardwareBudget, p: Placement) -> str:
     blocks = p.total_layers - 1
     if p.fits:
         if p.verdict == "gpu":
-            where = ", ".join(f"GPU {d.index} ({d.name}) {_gib(d.total_bytes)} of "
-                              f"{_gib(d.budget_bytes)} free" for d in gpus)
+            where = ", ".join(
+                f"GPU {d.index} ({d.name}) {_gib(d.total_bytes)} of {_gib(d.budget_bytes)} free"
+                for d in gpus
+            )
             return f"all {p.total_layers} layers on the GPU: {where}"
         if p.verdict == "cpu":
             why = f"runs on the CPU: {_gib(host.total_bytes)} of {_gib(host.budget_bytes)} RAM"
             return why + ("" if not gpus else "; no layer fits on the GPU next to its buffers")
         on_gpu = sum(d.layers for d in gpus)
-        moe = (f", experts of {p.n_cpu_moe} blocks on the CPU" if p.n_cpu_moe else "")
-        return (f"{on_gpu} of {blocks} blocks on the GPU{moe}; the rest and "
-                f"{_gib(host.total_bytes)} in RAM ({_gib(host.budget_bytes)} available)")
+        moe = f", experts of {p.n_cpu_moe} blocks on the CPU" if p.n_cpu_moe else ""
+        return (
+            f"{on_gpu} of {blocks} blocks on the GPU{moe}; the rest and "
+            f"{_gib(host.total_bytes)} in RAM ({_gib(host.budget_bytes)} available)"
+        )
     short = []
     for d in gpus:
         need = d.total_bytes + s.gpu_margin_bytes - d.budget_bytes
         if need > 0:
-            short.append(f"GPU {d.index} ({d.name}) needs {_gib(d.total_bytes)} + "
-                         f"{_gib(s.gpu_margin_bytes)} margin, has {_gib(d.budget_bytes)} free "
-                         f"({_gib(need)} short)")
+            short.append(
+                f"GPU {d.index} ({d.name}) needs {_gib(d.total_bytes)} + "
+                f"{_gib(s.gpu_margin_bytes)} margin, has {_gib(d.budget_bytes)} free "
+                f"({_gib(need)} short)"
+            )
     need = host.total_bytes + s.ram_margin_bytes - host.budget_bytes
     if need > 0:
-        short.append(f"RAM: the CPU part needs {_gib(host.total_bytes)} + "
-                     f"{_gib(s.ram_margin_bytes)} margin, {_gib(host.budget_bytes)} available "
-                     f"({_gib(need)} short)")
+        short.append(
+            f"RAM: the CPU part needs {_gib(host.total_bytes)} + "
+            f"{_gib(s.ram_margin_bytes)} margin, {_gib(host.budget_bytes)} available "
+            f"({_gib(need)} short)"
+        )
     return "does not fit: " + "; ".join(short) if short else "does not fit"
 
 
@@ -723,29 +872,41 @@ def _notes(model: ModelInfo, budget: HardwareBudget, run: _Run, p: Placement) ->
     if s.flash_attn is None:
         notes.append("flash attention assumed on (llama.cpp 'auto' enables it on CPU and CUDA)")
     if model.has_swa and not s.swa_full:
-        notes.append(f"sliding-window layers keep {run.swa_cells} cells, not {run.n_ctx_seq} "
-                     "(pass swa_full=False; llama-cpp-python defaults to a full-size cache)")
+        notes.append(
+            f"sliding-window layers keep {run.swa_cells} cells, not {run.n_ctx_seq} "
+            "(pass swa_full=False; llama-cpp-python defaults to a full-size cache)"
+        )
     if s.n_ctx and model.n_ctx_train and s.n_ctx > model.n_ctx_train:
-        notes.append(f"context {s.n_ctx} is longer than the {model.n_ctx_train} tokens the "
-                     "model was trained on")
+        notes.append(
+            f"context {s.n_ctx} is longer than the {model.n_ctx_train} tokens the "
+            "model was trained on"
+        )
     if s.use_mmap and host.weights_bytes:
         notes.append(
             "top may show a far larger RSS during and after loading: with mmap the weights "
             "llama.cpp reads are page cache counted in RSS until the kernel reclaims them, "
             "and offloaded layers are read once on their way to the GPU; that memory is "
-            "reclaimable and only matters when the machine is short of RAM")
+            "reclaimable and only matters when the machine is short of RAM"
+        )
     repacked = model.token_embd_type.upper() in budget.cpu_repack_types or any(
-        t in budget.cpu_repack_types for t in (model.quant.split("_")[0] + "_K", model.quant))
+        t in budget.cpu_repack_types for t in (model.quant.split("_")[0] + "_K", model.quant)
+    )
     if host.weights_bytes and repacked and not budget.gpus:
-        notes.append("weights of repackable types are copied into llama.cpp's CPU layout at "
-                     "load, so they are anonymous memory rather than page cache (with mmap "
-                     "the file pages are read once more while repacking)")
+        notes.append(
+            "weights of repackable types are copied into llama.cpp's CPU layout at "
+            "load, so they are anonymous memory rather than page cache (with mmap "
+            "the file pages are read once more while repacking)"
+        )
     if model.n_layer_skipped:
-        notes.append(f"{model.n_layer_skipped} MTP block(s) ({_gib(model.skipped_bytes)}) are "
-                     "in the file but not loaded")
+        notes.append(
+            f"{model.n_layer_skipped} MTP block(s) ({_gib(model.skipped_bytes)}) are "
+            "in the file but not loaded"
+        )
     if budget.gpus and p.gpu_layers == 0 and s.op_offload:
-        notes.append("with CUDA present llama.cpp still runs prompt matmuls on GPU 0, so it "
-                     "needs the CUDA context and a compute buffer there")
+        notes.append(
+            "with CUDA present llama.cpp still runs prompt matmuls on GPU 0, so it "
+            "needs the CUDA context and a compute buffer there"
+        )
     return tuple(notes)
 
 
@@ -755,19 +916,32 @@ def _notes(model: ModelInfo, budget: HardwareBudget, run: _Run, p: Placement) ->
 
 def _requantized(model: ModelInfo, ratio: float, label: str) -> ModelInfo:
     """The same model at another quantization: quantized weights scale with bits per weight."""
+
     def scale(n: int) -> int:
         return int(n * ratio)
 
     layers = tuple(
-        LayerWeights(scale(x.attention_bytes), scale(x.ffn_bytes), scale(x.expert_bytes),
-                     scale(x.cuda_pad_bytes), scale(x.expert_cuda_pad_bytes),
-                     scale(x.largest_matrix_bytes), scale(x.second_matrix_bytes))
-        for x in model.layers)
-    return replace(model, quant=label, layers=layers,
-                   token_embd_bytes=scale(model.token_embd_bytes),
-                   output_bytes=scale(model.output_bytes),
-                   output_cuda_pad_bytes=scale(model.output_cuda_pad_bytes),
-                   tensor_bytes=scale(model.tensor_bytes), file_size=scale(model.file_size))
+        LayerWeights(
+            scale(x.attention_bytes),
+            scale(x.ffn_bytes),
+            scale(x.expert_bytes),
+            scale(x.cuda_pad_bytes),
+            scale(x.expert_cuda_pad_bytes),
+            scale(x.largest_matrix_bytes),
+            scale(x.second_matrix_bytes),
+        )
+        for x in model.layers
+    )
+    return replace(
+        model,
+        quant=label,
+        layers=layers,
+        token_embd_bytes=scale(model.token_embd_bytes),
+        output_bytes=scale(model.output_bytes),
+        output_cuda_pad_bytes=scale(model.output_cuda_pad_bytes),
+        tensor_bytes=scale(model.tensor_bytes),
+        file_size=scale(model.file_size),
+    )
 
 
 def _model_bpw(model: ModelInfo) -> float:
@@ -781,8 +955,7 @@ def _better(base: Placement, p: Placement) -> bool:
     if not base.fits:
         return p.fits
     rank = {"none": 0, "cpu": 1, "partial": 2, "gpu": 3}
-    return p.fits and (rank[p.verdict] > rank[base.verdict]
-                       or p.decode_tps > base.decode_tps * 1.2)
+    return p.fits and (rank[p.verdict] > rank[base.verdict] or p.decode_tps > base.decode_tps * 1.2)
 
 
 def _tps(p: Placement) -> str:
@@ -793,41 +966,59 @@ def _outcome(p: Placement) -> str:
     if p.verdict == "partial" and p.n_cpu_moe:
         where = f"all layers on GPU, experts of {p.n_cpu_moe} blocks on CPU"
     else:
-        where = {"gpu": "all layers on GPU", "partial": f"{p.gpu_layers}/{p.total_layers} "
-                 "layers on GPU", "cpu": "CPU only"}.get(p.verdict, "does not fit")
+        where = {
+            "gpu": "all layers on GPU",
+            "partial": f"{p.gpu_layers}/{p.total_layers} layers on GPU",
+            "cpu": "CPU only",
+        }.get(p.verdict, "does not fit")
     return f"{where}, {_tps(p)}"
 
 
-def _suggestions(model: ModelInfo, budget: HardwareBudget, settings: RunSettings,
-                 base: Placement) -> tuple[Suggestion, ...]:
+def _suggestions(
+    model: ModelInfo, budget: HardwareBudget, settings: RunSettings, base: Placement
+) -> tuple[Suggestion, ...]:
     """Cheapest changes first: settings that cost nothing, then context, quality, money."""
     out: list[Suggestion] = []
     s = settings
 
-    def attempt(label: str, kind: str, m: ModelInfo, b: HardwareBudget,
-                st: RunSettings) -> bool:
+    def attempt(label: str, kind: str, m: ModelInfo, b: HardwareBudget, st: RunSettings) -> bool:
         try:
             p = _search(m, b, _resolve(m, st), st)
         except FitError:
             return False
         if not _better(base, p):
             return False
-        out.append(Suggestion(f"{label}: {_outcome(p)}", kind, p.fits, p.verdict, p.gpu_layers,
-                              p.prompt_tps, p.decode_tps,
-                              st if st is not settings else None))
+        out.append(
+            Suggestion(
+                f"{label}: {_outcome(p)}",
+                kind,
+                p.fits,
+                p.verdict,
+                p.gpu_layers,
+                p.prompt_tps,
+                p.decode_tps,
+                st if st is not settings else None,
+            )
+        )
         return True
 
     fa_on = base.settings.flash_attn
     if not fa_on:
         attempt("flash attention on", "flash_attn", model, budget, replace(s, flash_attn=True))
     if s.type_k == "f16" or s.type_v == "f16":
-        attempt("q8_0 KV cache (with flash attention)", "kv_cache", model, budget,
-                replace(s, type_k="q8_0", type_v="q8_0", flash_attn=True))
+        attempt(
+            "q8_0 KV cache (with flash attention)",
+            "kv_cache",
+            model,
+            budget,
+            replace(s, type_k="q8_0", type_v="q8_0", flash_attn=True),
+        )
     n_ctx = base.settings.n_ctx
     ctx = n_ctx // 2
     while ctx >= 2048:
-        if attempt(f"context {ctx} (from {n_ctx})", "context", model, budget,
-                   replace(s, n_ctx=ctx)):
+        if attempt(
+            f"context {ctx} (from {n_ctx})", "context", model, budget, replace(s, n_ctx=ctx)
+        ):
             break
         ctx //= 2
     bpw = _model_bpw(model)
@@ -835,8 +1026,13 @@ def _suggestions(model: ModelInfo, budget: HardwareBudget, settings: RunSettings
         if target >= bpw - 0.05:
             continue
         size = _gib(model.tensor_bytes * target / bpw)
-        if attempt(f"{label} (~{target:.1f} bits/weight, {size})", "quant",
-                   _requantized(model, target / bpw, label), budget, s):
+        if attempt(
+            f"{label} (~{target:.1f} bits/weight, {size})",
+            "quant",
+            _requantized(model, target / bpw, label),
+            budget,
+            s,
+        ):
             break
     _upgrades(model, budget, s, base, attempt)
     return tuple(out[:6])
@@ -845,35 +1041,58 @@ def _suggestions(model: ModelInfo, budget: HardwareBudget, settings: RunSettings
 _Attempt = Callable[[str, str, ModelInfo, "HardwareBudget", RunSettings], bool]
 
 
-def _upgrades(model: ModelInfo, budget: HardwareBudget, s: RunSettings, base: Placement,
-              attempt: _Attempt) -> None:
+def _upgrades(
+    model: ModelInfo, budget: HardwareBudget, s: RunSettings, base: Placement, attempt: _Attempt
+) -> None:
     host = next(d for d in base.devices if d.kind == "cpu")
     short_ram = host.total_bytes + s.ram_margin_bytes - host.budget_bytes
     if short_ram > 0 or (not base.fits and not budget.gpus):
         step = next((g for g in (8, 16, 32, 64, 128, 256, 512) if g * GiB >= short_ram), 1024)
-        more = replace(budget, ram_total_bytes=budget.ram_total_bytes + step * GiB,
-                       ram_available_bytes=budget.ram_available_bytes + step * GiB,
-                       name=f"{budget.name} +{step} GB RAM")
+        more = replace(
+            budget,
+            ram_total_bytes=budget.ram_total_bytes + step * GiB,
+            ram_available_bytes=budget.ram_available_bytes + step * GiB,
+            name=f"{budget.name} +{step} GB RAM",
+        )
         attempt(f"+{step} GB RAM", "ram", model, more, s)
     if base.verdict != "gpu":
         # Enough VRAM for everything: the model's GPU total as if on one large card.
-        probe = HardwareBudget.hypothetical(ram_bytes=budget.ram_available_bytes,
-                                            gpus=[("probe", 1 << 50)],
-                                            cpu_threads=budget.cpu_threads)
+        probe = HardwareBudget.hypothetical(
+            ram_bytes=budget.ram_available_bytes,
+            gpus=[("probe", 1 << 50)],
+            cpu_threads=budget.cpu_threads,
+        )
         need = _search(model, probe, _resolve(model, s), s).devices[0].total_bytes
         have = sum(max(g.free_bytes - s.gpu_margin_bytes, 0) for g in budget.gpus)
-        size = next((v for v in (8, 12, 16, 24, 32, 48, 80, 96, 141, 192)
-                     if v * GiB >= need + s.gpu_margin_bytes), None)
+        size = next(
+            (
+                v
+                for v in (8, 12, 16, 24, 32, 48, 80, 96, 141, 192)
+                if v * GiB >= need + s.gpu_margin_bytes
+            ),
+            None,
+        )
         if size is None:
             return
-        card = {8: "RTX 4060", 12: "RTX 4070", 16: "RTX 4080", 24: "RTX 4090", 32: "RTX 5090",
-                48: "RTX A6000", 80: "H100", 96: "RTX PRO 6000", 141: "H200",
-                192: "B200"}[size]
+        card = {
+            8: "RTX 4060",
+            12: "RTX 4070",
+            16: "RTX 4080",
+            24: "RTX 4090",
+            32: "RTX 5090",
+            48: "RTX A6000",
+            80: "H100",
+            96: "RTX PRO 6000",
+            141: "H200",
+            192: "B200",
+        }[size]
         if have and size * GiB <= have:
             return
-        upgraded = replace(budget, gpus=(GpuBudget(0, card, size * GiB, size * GiB,
-                                                   speed.gpu_spec(card)[0]),),
-                           name=f"{_article(size)} {size} GB GPU")
+        upgraded = replace(
+            budget,
+            gpus=(GpuBudget(0, card, size * GiB, size * GiB, speed.gpu_spec(card)[0]),),
+            name=f"{_article(size)} {size} GB GPU",
+        )
         attempt(f"{_article(size)} {size} GB GPU ({card}-class)", "gpu", model, upgraded, s)
 
 

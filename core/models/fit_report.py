@@ -28,8 +28,9 @@ class FitResult:
         return self.model.quant
 
 
-def run_settings(*, ctx: int | None, kv: str | None, flash_attn: bool | None,
-                 config: Any = None) -> RunSettings:
+def run_settings(
+    *, ctx: int | None, kv: str | None, flash_attn: bool | None, config: Any = None
+) -> RunSettings:
     """RunSettings from flags, falling back to the config's [models] keys, then defaults.
 
     ``config`` is a ModelSettings (context, kv_type, flash_attn) or None. The KV type applies
@@ -46,8 +47,9 @@ def run_settings(*, ctx: int | None, kv: str | None, flash_attn: bool | None,
     return RunSettings(n_ctx=n_ctx, type_k=kv_type, type_v=kv_type, flash_attn=fa)
 
 
-def fit_all(models: Sequence[Resolved], budget: HardwareBudget,
-            settings: RunSettings) -> list[FitResult | FailedModel]:
+def fit_all(
+    models: Sequence[Resolved], budget: HardwareBudget, settings: RunSettings
+) -> list[FitResult | FailedModel]:
     """Fit every model; with several, one that cannot be fitted becomes a FailedModel row."""
     out: list[FitResult | FailedModel] = []
     for m in models:
@@ -105,14 +107,22 @@ def settings_json(s: RunSettings) -> dict[str, Any]:
     }
 
 
-def budget_json(budget: HardwareBudget, *, hypothetical_vram: bool,
-                hypothetical_ram: bool) -> dict[str, Any]:
+def budget_json(
+    budget: HardwareBudget, *, hypothetical_vram: bool, hypothetical_ram: bool
+) -> dict[str, Any]:
     return {
         "name": budget.name,
         "hypothetical": {"vram": hypothetical_vram, "ram": hypothetical_ram},
-        "gpus": [{"index": g.index, "name": g.name, "total_bytes": g.total_bytes,
-                  "free_bytes": g.free_bytes, "bandwidth_bytes_per_s": g.bandwidth_bytes_per_s}
-                 for g in budget.gpus],
+        "gpus": [
+            {
+                "index": g.index,
+                "name": g.name,
+                "total_bytes": g.total_bytes,
+                "free_bytes": g.free_bytes,
+                "bandwidth_bytes_per_s": g.bandwidth_bytes_per_s,
+            }
+            for g in budget.gpus
+        ],
         "ram_total_bytes": budget.ram_total_bytes,
         "ram_available_bytes": budget.ram_available_bytes,
         "cpu_threads": budget.cpu_threads,
@@ -128,21 +138,30 @@ def result_json(r: FitResult) -> dict[str, Any]:
         d["index"] = device.index
         d["layers"] = device.layers
         d["free_after_bytes"] = device.free_after_bytes
-    data.update({
-        "file": r.model.label,
-        "quant": r.model.quant,
-        "file_size_bytes": r.model.file_size,
-        "model": model_json(r.model),
-        "settings": settings_json(p.settings),
-        "n_cpu_moe": p.n_cpu_moe,
-        "tensor_split": list(p.tensor_split),
-        "margin_bytes": p.margin_bytes,
-        "notes": list(p.notes),
-        "remote": cost_json(r.model.remote),
-    })
+    data.update(
+        {
+            "file": r.model.label,
+            "quant": r.model.quant,
+            "file_size_bytes": r.model.file_size,
+            "model": model_json(r.model),
+            "settings": settings_json(p.settings),
+            "n_cpu_moe": p.n_cpu_moe,
+            "tensor_split": list(p.tensor_split),
+            "margin_bytes": p.margin_bytes,
+            "notes": list(p.notes),
+            "remote": cost_json(r.model.remote),
+        }
+    )
     return data
 
 
 def failed_json(f: FailedModel) -> dict[str, Any]:
-    return {"file": f.label, "location": f.location, "quant": f.quant,
-            "file_size_bytes": f.file_size, "fits": False, "verdict": None, "error": f.error}
+    return {
+        "file": f.label,
+        "location": f.location,
+        "quant": f.quant,
+        "file_size_bytes": f.file_size,
+        "fits": False,
+        "verdict": None,
+        "error": f.error,
+    }

@@ -83,7 +83,8 @@ def resolve_model(
         raise ModelFileError(f"no such model file: {as_path}")
 
     found = [
-        m for m in (discover or _default_discover)([Path(d).expanduser() for d in dirs])
+        m
+        for m in (discover or _default_discover)([Path(d).expanduser() for d in dirs])
         if not m.is_projector and m.complete
     ]
     needle = text.lower()
@@ -91,7 +92,8 @@ def resolve_model(
         m for m in found if needle in {m.name.lower(), m.path.name.lower(), m.path.stem.lower()}
     ]
     matches = exact or [
-        m for m in found
+        m
+        for m in found
         if needle in m.name.lower()
         or needle in m.path.name.lower()
         or (m.repo is not None and needle in m.repo.lower())

@@ -31,8 +31,15 @@ from rigdeck.core.errors import RunError
 
 # ggml_type ids of the KV cache types llama.cpp accepts.
 KV_TYPE_IDS: dict[str, int] = {
-    "f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8,
-    "iq4_nl": 20, "bf16": 30,
+    "f32": 0,
+    "f16": 1,
+    "q4_0": 2,
+    "q4_1": 3,
+    "q5_0": 6,
+    "q5_1": 7,
+    "q8_0": 8,
+    "iq4_nl": 20,
+    "bf16": 30,
 }
 _DEV_CPU, _DEV_GPU, _DEV_IGPU = 0, 1, 2
 _MIB_LINE = re.compile(r"(\w+):\s+(\S+)\s+(model|KV|output|compute) buffer size =\s+([\d.]+) MiB")
@@ -136,8 +143,9 @@ class LlamaReport:
         return {dev: DeviceFigures(*row) for dev, row in acc.items()}
 
 
-def llama_report(request: ReportRequest, *, timeout_s: float = 300.0,
-                 python: str | None = None) -> LlamaReport:
+def llama_report(
+    request: ReportRequest, *, timeout_s: float = 300.0, python: str | None = None
+) -> LlamaReport:
     """Run llama.cpp in a child process and return its per-buffer figures.
 
     Raises RunError (one line) when llama.cpp refuses the model or the child dies.
@@ -145,8 +153,9 @@ def llama_report(request: ReportRequest, *, timeout_s: float = 300.0,
     payload = json.dumps(asdict(request))
     cmd = [python or sys.executable, "-m", "rigdeck.core.models.llama_report"]
     try:
-        proc = subprocess.run(cmd, input=payload, capture_output=True, text=True,
-                              timeout=timeout_s, check=False)
+        proc = subprocess.run(
+            cmd, input=payload, capture_output=True, text=True, timeout=timeout_s, check=False
+        )
     except subprocess.TimeoutExpired:
         raise RunError(f"llama.cpp did not report within {timeout_s:.0f} s") from None
     doc = _last_json(proc.stdout)
@@ -154,8 +163,7 @@ def llama_report(request: ReportRequest, *, timeout_s: float = 300.0,
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
         raise RunError(f"llama.cpp report failed (exit {proc.returncode}): {tail[0][:200]}")
     if "error" in doc:
-        raise RunError(f"llama.cpp could not load {os.path.basename(request.path)}: "
-                       f"{doc['error']}")
+        raise RunError(f"llama.cpp could not load {os.path.basename(request.path)}: {doc['error']}")
     return _report_from_doc(request, doc)
 
 
@@ -208,7 +216,8 @@ class _Libs:
         import llama_cpp
 
         libdir = os.environ.get("LLAMA_CPP_LIB_PATH") or os.path.join(
-            os.path.dirname(llama_cpp.__file__), "lib")
+            os.path.dirname(llama_cpp.__file__), "lib"
+        )
         self.C = llama_cpp.llama_cpp
         self.llama = ctypes.CDLL(_find_lib(libdir, "llama"))
         self.base = ctypes.CDLL(_find_lib(libdir, "ggml-base"))
@@ -223,11 +232,17 @@ class _Libs:
             ("ggml_backend_dev_type", ctypes.c_int, [ctypes.c_void_p]),
             ("ggml_backend_dev_count", ctypes.c_size_t, []),
             ("ggml_backend_dev_get", ctypes.c_void_p, [ctypes.c_size_t]),
-            ("ggml_backend_dev_memory", None,
-             [ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_size_t)]),
+            (
+                "ggml_backend_dev_memory",
+                None,
+                [ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_size_t)],
+            ),
         ):
-            lib = self.ggml if name in ("ggml_backend_dev_count", "ggml_backend_dev_get") \
+            lib = (
+                self.ggml
+                if name in ("ggml_backend_dev_count", "ggml_backend_dev_get")
                 else self.base
+            )
             fn = getattr(lib, name)
             fn.restype = res
             fn.argtypes = args
@@ -265,8 +280,9 @@ def _child(req: ReportRequest) -> dict[str, object]:
     mp.n_gpu_layers = req.n_gpu_layers
     mp.no_alloc = req.no_alloc
     # mmap is meaningless without allocation, and llama.cpp asserts against combining them.
-    mp.load_mode = (C.LLAMA_LOAD_MODE_MMAP if req.use_mmap and not req.no_alloc
-                    else C.LLAMA_LOAD_MODE_NONE)
+    mp.load_mode = (
+        C.LLAMA_LOAD_MODE_MMAP if req.use_mmap and not req.no_alloc else C.LLAMA_LOAD_MODE_NONE
+    )
     keep: list[object] = []
     if req.tensor_split:
         arr = (ctypes.c_float * C.LLAMA_MAX_DEVICES)(*req.tensor_split)
@@ -274,10 +290,13 @@ def _child(req: ReportRequest) -> dict[str, object]:
         mp.tensor_split = arr
     if req.n_cpu_moe > 0:
         cpu_buft = libs.cpu.ggml_backend_cpu_buffer_type()
-        pats = [f"blk\\.{i}\\.ffn_(up|down|gate|gate_up)_(ch|)exps".encode()
-                for i in range(req.n_cpu_moe)]
-        arr = (_Override * (len(pats) + 1))(*[_Override(p, cpu_buft) for p in pats],
-                                            _Override(None, None))
+        pats = [
+            f"blk\\.{i}\\.ffn_(up|down|gate|gate_up)_(ch|)exps".encode()
+            for i in range(req.n_cpu_moe)
+        ]
+        arr = (_Override * (len(pats) + 1))(
+            *[_Override(p, cpu_buft) for p in pats], _Override(None, None)
+        )
         keep += [arr, pats]
         mp.tensor_buft_overrides = ctypes.cast(arr, ctypes.c_void_p)
 
@@ -296,9 +315,13 @@ def _child(req: ReportRequest) -> dict[str, object]:
     cp.offload_kqv = req.offload_kqv
     if req.n_threads > 0:
         cp.n_threads = cp.n_threads_batch = req.n_threads
-    cp.flash_attn_type = (C.LLAMA_FLASH_ATTN_TYPE_AUTO if req.flash_attn is None else
-                          C.LLAMA_FLASH_ATTN_TYPE_ENABLED if req.flash_attn else
-                          C.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+    cp.flash_attn_type = (
+        C.LLAMA_FLASH_ATTN_TYPE_AUTO
+        if req.flash_attn is None
+        else C.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        if req.flash_attn
+        else C.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    )
     ctx = C.llama_init_from_model(model, cp)
     if not ctx:
         C.llama_model_free(model)
@@ -318,10 +341,17 @@ def _child(req: ReportRequest) -> dict[str, object]:
         except (OSError, AttributeError, ValueError) as exc:
             warnings.append(f"breakdown unavailable: {exc}")
     if not exact:
-        buffers = [{"buffer_type": name, "device": _device_of_name(name),
-                    "is_host": _device_of_name(name) == "CPU", "model_bytes": 0,
-                    "context_bytes": 0, "compute_bytes": size}
-                   for name, size in logged.get("compute", {}).items()]
+        buffers = [
+            {
+                "buffer_type": name,
+                "device": _device_of_name(name),
+                "is_host": _device_of_name(name) == "CPU",
+                "model_bytes": 0,
+                "context_bytes": 0,
+                "compute_bytes": size,
+            }
+            for name, size in logged.get("compute", {}).items()
+        ]
 
     out_type, out_bytes = next(iter(logged.get("output", {}).items()), ("CPU", 0))
     devices, free, total = _devices(libs)
@@ -329,8 +359,9 @@ def _child(req: ReportRequest) -> dict[str, object]:
     if not req.no_alloc:
         gpu_after = _nvml_used()
         if gpu_before and len(gpu_after) == len(gpu_before):
-            extra["gpu_used_delta_bytes"] = [a - b for a, b in zip(gpu_after, gpu_before,
-                                                                      strict=True)]
+            extra["gpu_used_delta_bytes"] = [
+                a - b for a, b in zip(gpu_after, gpu_before, strict=True)
+            ]
         extra.update(_proc_memory())
         if req.prompt_tokens or req.decode_tokens:
             extra.update(_time_tokens(C, ctx, model, req))
@@ -380,7 +411,7 @@ def _time_tokens(C: object, ctx: object, model: object, req: ReportRequest) -> d
         ids = [(7 * i + 11) % n_vocab for i in range(n_prompt)]
         t = time.perf_counter()
         for start in range(0, n_prompt, req.n_batch):
-            decode(ids[start:start + req.n_batch])
+            decode(ids[start : start + req.n_batch])
         out["prompt_tps"] = n_prompt / (time.perf_counter() - t)
     if req.decode_tokens > 0:
         t = time.perf_counter()
@@ -463,9 +494,16 @@ def _read_breakdown(libs: _Libs, ctx: object) -> list[dict[str, object]]:
         dev_type = libs.base.ggml_backend_dev_type(dev) if dev else _DEV_CPU
         dev_name = (libs.base.ggml_backend_dev_name(dev) or b"?").decode() if dev else "CPU"
         on_host = is_host or dev_type not in (_DEV_GPU, _DEV_IGPU)
-        out.append({"buffer_type": name, "device": "CPU" if on_host else dev_name,
-                    "is_host": is_host, "model_bytes": u64(node + 40),
-                    "context_bytes": u64(node + 48), "compute_bytes": u64(node + 56)})
+        out.append(
+            {
+                "buffer_type": name,
+                "device": "CPU" if on_host else dev_name,
+                "is_host": is_host,
+                "model_bytes": u64(node + 40),
+                "context_bytes": u64(node + 48),
+                "compute_bytes": u64(node + 56),
+            }
+        )
         node = u64(node + 24)
     if len(out) != count:
         raise ValueError("map walk did not visit every entry")
@@ -482,8 +520,9 @@ def _logged_buffers(text: str) -> dict[str, dict[str, int]]:
     return acc
 
 
-def _agrees_with_log(buffers: Sequence[Mapping[str, object]],
-                     logged: Mapping[str, Mapping[str, int]]) -> bool:
+def _agrees_with_log(
+    buffers: Sequence[Mapping[str, object]], logged: Mapping[str, Mapping[str, int]]
+) -> bool:
     """The logged compute sizes (rounded to 0.01 MiB) must match the map's, buffer by buffer."""
     by_type = {str(b["buffer_type"]): int(b["compute_bytes"]) for b in buffers}  # type: ignore[call-overload]
     for buft, size in logged.get("compute", {}).items():

@@ -41,8 +41,16 @@ _BLOCK_RE = re.compile(r"^blk\.(\d+)\.(.+)$")
 # Routed expert weights: the tensors llama.cpp's --n-cpu-moe / --cpu-moe move to the CPU.
 _EXPERT_RE = re.compile(r"^ffn_(up|down|gate|gate_up)_(ch|)exps(\.|$)")
 _INPUT_TENSORS = ("token_embd.", "pos_embd.", "token_types.", "per_layer_token_embd.")
-_OUTPUT_PREFIXES = ("output", "cls", "dense_2_out", "dense_3_out", "enc.output_norm",
-                    "dec.output_norm", "altup_proj", "altup_unembd_proj")
+_OUTPUT_PREFIXES = (
+    "output",
+    "cls",
+    "dense_2_out",
+    "dense_3_out",
+    "enc.output_norm",
+    "dec.output_norm",
+    "altup_proj",
+    "altup_unembd_proj",
+)
 # CUDA pads each quantized row to a multiple of this many values (MATRIX_ROW_PADDING).
 _CUDA_ROW_PADDING = 512
 _UNQUANTIZED = {"F32", "F16", "BF16", "F64", "I8", "I16", "I32", "I64"}
@@ -141,9 +149,13 @@ class ModelInfo:
     @property
     def weights_bytes(self) -> int:
         """Bytes llama.cpp allocates for weights when nothing is duplicated."""
-        return (sum(layer.total_bytes for layer in self.layers) + self.token_embd_bytes
-                + (0 if self.output_tied else self.output_bytes)
-                + self.output_extra_bytes + self.input_extra_bytes)
+        return (
+            sum(layer.total_bytes for layer in self.layers)
+            + self.token_embd_bytes
+            + (0 if self.output_tied else self.output_bytes)
+            + self.output_extra_bytes
+            + self.input_extra_bytes
+        )
 
     @property
     def is_moe(self) -> bool:
@@ -170,8 +182,10 @@ class ModelInfo:
     def active_params_bytes(self) -> int:
         """Weight bytes one token touches: every dense byte, n_used/n_expert of the experts."""
         frac = self.n_expert_used / self.n_expert if self.n_expert else 1.0
-        per_layer = sum(layer.attention_bytes + layer.ffn_bytes + layer.expert_bytes * frac
-                        for layer in self.layers)
+        per_layer = sum(
+            layer.attention_bytes + layer.ffn_bytes + layer.expert_bytes * frac
+            for layer in self.layers
+        )
         return int(per_layer + self.output_bytes + self.output_extra_bytes)
 
     # ----- construction -----
@@ -196,8 +210,10 @@ class ModelInfo:
             raise FitError(f"model header has {p}attention.head_count = 0")
         head_dim_k = meta.integer(p + "attention.key_length", default=n_embd // n_head)
         head_dim_v = meta.integer(p + "attention.value_length", default=n_embd // n_head)
-        is_mla = (meta.integer(p + "attention.key_length_mla", default=0) > 0
-                  and meta.integer(p + "attention.value_length_mla", default=0) > 0)
+        is_mla = (
+            meta.integer(p + "attention.key_length_mla", default=0) > 0
+            and meta.integer(p + "attention.value_length_mla", default=0) > 0
+        )
         ff_arr = meta.per_layer(p + "feed_forward_length", n_block, default=None) or [0]
         tensors = list(header.tensors)
         n_vocab = meta.integer(p + "vocab_size", default=0) or meta.length("tokenizer.ggml.tokens")
@@ -234,8 +250,9 @@ class ModelInfo:
             n_expert=meta.integer(p + "expert_count", default=0),
             n_expert_used=meta.integer(p + "expert_used_count", default=0),
             n_expert_shared=meta.integer(p + "expert_shared_count", default=0),
-            n_ff_expert=max(meta.per_layer(p + "expert_feed_forward_length", n_block,
-                                           default=None) or [0]),
+            n_ff_expert=max(
+                meta.per_layer(p + "expert_feed_forward_length", n_block, default=None) or [0]
+            ),
             n_ff_shared_expert=meta.integer(p + "expert_shared_feed_forward_length", default=0),
             kv_lora_rank=meta.integer(p + "attention.kv_lora_rank", default=0),
             q_lora_rank=meta.integer(p + "attention.q_lora_rank", default=0),
@@ -259,8 +276,11 @@ class ModelInfo:
 
 def _token_embd_companions(tensors: Iterable[_TensorLike]) -> int:
     """Bytes of token_embd's companion scale tensors (e.g. NVFP4 scales), which ride with it."""
-    return sum(t.nbytes for t in tensors if t.name.startswith("token_embd.") and
-               t.name != "token_embd.weight")
+    return sum(
+        t.nbytes
+        for t in tensors
+        if t.name.startswith("token_embd.") and t.name != "token_embd.weight"
+    )
 
 
 class _Meta:
@@ -300,8 +320,9 @@ class _Meta:
         except TypeError:
             return 0
 
-    def per_layer(self, key: str, n: int, *, default: object = 0,
-                  required: bool = False) -> list[int] | None:
+    def per_layer(
+        self, key: str, n: int, *, default: object = 0, required: bool = False
+    ) -> list[int] | None:
         """A scalar-or-array key as one value per layer (llama.cpp's get_key_or_arr)."""
         value = self._m.get(key)
         if value is None:
@@ -364,8 +385,7 @@ def _row_bytes_total(t: _TensorLike) -> int:
     return t.nbytes // max(n_rows, 1)
 
 
-def _layer_weights(tensors: Sequence[_TensorLike],
-                   n_layer: int) -> tuple[list[LayerWeights], int]:
+def _layer_weights(tensors: Sequence[_TensorLike], n_layer: int) -> tuple[list[LayerWeights], int]:
     attn = [0] * n_layer
     ffn = [0] * n_layer
     exp = [0] * n_layer
@@ -393,13 +413,19 @@ def _layer_weights(tensors: Sequence[_TensorLike],
             largest[il], second[il] = t.nbytes, largest[il]
         elif t.nbytes > second[il]:
             second[il] = t.nbytes
-    layers = [LayerWeights(attn[i], ffn[i], exp[i], pad[i], exp_pad[i], largest[i], second[i])
-              for i in range(n_layer)]
+    layers = [
+        LayerWeights(attn[i], ffn[i], exp[i], pad[i], exp_pad[i], largest[i], second[i])
+        for i in range(n_layer)
+    ]
     # Tensors outside blk.* that llama.cpp loads as part of the first block (rope_freqs,
     # token_embd_norm): a few KiB, booked to layer 0.
-    extra = sum(t.nbytes for t in tensors if not _BLOCK_RE.match(t.name)
-                and not t.name.startswith(_INPUT_TENSORS)
-                and not t.name.startswith(_OUTPUT_PREFIXES))
+    extra = sum(
+        t.nbytes
+        for t in tensors
+        if not _BLOCK_RE.match(t.name)
+        and not t.name.startswith(_INPUT_TENSORS)
+        and not t.name.startswith(_OUTPUT_PREFIXES)
+    )
     return layers, extra
 
 
@@ -411,8 +437,9 @@ def _add_extra(layers: list[LayerWeights], extra: int) -> list[LayerWeights]:
     return layers
 
 
-def _io_weights(tensors: Sequence[_TensorLike], n_layer: int
-                ) -> tuple[_TensorLike | None, _TensorLike | None, int, int, int]:
+def _io_weights(
+    tensors: Sequence[_TensorLike], n_layer: int
+) -> tuple[_TensorLike | None, _TensorLike | None, int, int, int]:
     emb = out = None
     out_extra = in_extra = skipped = 0
     for t in tensors:

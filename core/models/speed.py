@@ -150,8 +150,9 @@ class CpuCalibration:
         return self.sgemm_flops * CPU_PROMPT_FLOPS_PER_SGEMM
 
 
-def measure_cpu(threads: int | None = None, *, nbytes: int = 256 << 20,
-                repeats: int = 4) -> CpuCalibration:
+def measure_cpu(
+    threads: int | None = None, *, nbytes: int = 256 << 20, repeats: int = 4
+) -> CpuCalibration:
     """Measure read bandwidth (1 and N threads) and float32 matmul throughput with numpy.
 
     Takes one to three seconds and about `nbytes` of memory. numpy releases the GIL inside
@@ -195,8 +196,9 @@ def default_cache_path() -> Path:
     return user_cache_path("rigdeck") / "cpu_calibration.json"
 
 
-def load_or_measure_cpu(cache_path: Path | None = None, *, max_age_s: float = 30 * 86400,
-                        threads: int | None = None) -> CpuCalibration:
+def load_or_measure_cpu(
+    cache_path: Path | None = None, *, max_age_s: float = 30 * 86400, threads: int | None = None
+) -> CpuCalibration:
     """The cached calibration if fresh and for the same thread count, else a new measurement."""
     path = cache_path or default_cache_path()
     want = max(1, threads or os.cpu_count() or 1)
@@ -248,8 +250,11 @@ def decode_seconds(work: DeviceWork) -> float:
     if work.decode_bytes <= 0 and work.layers == 0:
         return 0.0
     if work.kind == "gpu":
-        return (work.decode_bytes / (work.bandwidth * GPU_BW_EFFICIENCY)
-                + work.layers * GPU_LAYER_OVERHEAD_S + work.extra_decode_s)
+        return (
+            work.decode_bytes / (work.bandwidth * GPU_BW_EFFICIENCY)
+            + work.layers * GPU_LAYER_OVERHEAD_S
+            + work.extra_decode_s
+        )
     per_layer = CPU_LAYER_OVERHEAD_S + CPU_THREAD_SYNC_S * math.log2(max(work.threads, 1))
     rate = work.bandwidth * CPU_BW_EFFICIENCY * work.efficiency
     return work.decode_bytes / rate + work.layers * per_layer + work.extra_decode_s

@@ -120,15 +120,17 @@ def parse_target(text: str) -> Target:
         raise FitError("no model given; pass a GGUF path or hf:OWNER/NAME[/FILE]")
     if not raw.lower().startswith(HF_PREFIX):
         return Target(text=raw, path=Path(raw).expanduser())
-    rest = raw[len(HF_PREFIX):].strip("/")
+    rest = raw[len(HF_PREFIX) :].strip("/")
     quant = None
     head, sep, tail = rest.rpartition(":")
     if sep and "/" not in tail:
         rest, quant = head, tail.strip() or None
     pieces = [p for p in rest.split("/") if p]
     if len(pieces) < 2:
-        raise FitError(f"{raw!r}: write a Hub model as hf:OWNER/NAME, hf:OWNER/NAME/FILE.gguf "
-                       "or hf:OWNER/NAME:QUANT")
+        raise FitError(
+            f"{raw!r}: write a Hub model as hf:OWNER/NAME, hf:OWNER/NAME/FILE.gguf "
+            "or hf:OWNER/NAME:QUANT"
+        )
     owner, name = pieces[0], pieces[1]
     revision = "main"
     if "@" in name:
@@ -137,15 +139,18 @@ def parse_target(text: str) -> Target:
             raise FitError(f"{raw!r}: write a revision as hf:OWNER/NAME@REVISION")
     for part in (owner, name):
         if not _REPO_PART_RE.match(part) or len(owner) + len(name) > 95:
-            raise FitError(f"{raw!r}: {owner}/{name} is not a valid repo name (letters, digits, "
-                           "'-', '_' and '.')")
+            raise FitError(
+                f"{raw!r}: {owner}/{name} is not a valid repo name (letters, digits, "
+                "'-', '_' and '.')"
+            )
     filename = "/".join(pieces[2:]) or None
     if filename is not None and not filename.lower().endswith(".gguf"):
         if quant is not None or "/" in filename:
             raise FitError(f"{raw!r}: a file on the Hub must end in .gguf")
         filename, quant = None, filename
-    return Target(text=raw, repo_id=f"{owner}/{name}", revision=revision, filename=filename,
-                  quant=quant)
+    return Target(
+        text=raw, repo_id=f"{owner}/{name}", revision=revision, filename=filename, quant=quant
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,16 +171,22 @@ def load_local(path: str | os.PathLike[str]) -> ResolvedModel:
     parts = header.parts or (str(p),)
     info = ModelInfo.from_header(header)
     info = _with_file_quant(info, Path(parts[0]).name)
-    return ResolvedModel(label=Path(parts[0]).name, location=str(Path(parts[0])), info=info,
-                         parts=tuple(parts), file_size=header.file_size or info.file_size)
+    return ResolvedModel(
+        label=Path(parts[0]).name,
+        location=str(Path(parts[0])),
+        info=info,
+        parts=tuple(parts),
+        file_size=header.file_size or info.file_size,
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # The Hub
 
 
-def load_remote(hub: Hub, repo_id: str, filename: str, *, revision: str = "main",
-                file_size: int | None = None) -> ResolvedModel:
+def load_remote(
+    hub: Hub, repo_id: str, filename: str, *, revision: str = "main", file_size: int | None = None
+) -> ResolvedModel:
     """Read one remote model's header (every part of a split) without downloading it."""
     names = _part_names(filename)
     headers: list[GGUFHeader] = []
@@ -188,22 +199,34 @@ def load_remote(hub: Hub, repo_id: str, filename: str, *, revision: str = "main"
         finally:
             # The HEAD that resolved the file is a request too.
             cost = cost + RemoteCost(source.requests + 1, source.bytes_fetched)
-    header = headers[0] if len(headers) == 1 else join_split(
-        headers, [f"{HF_PREFIX}{repo_id}/{n}" for n in names])
+    header = (
+        headers[0]
+        if len(headers) == 1
+        else join_split(headers, [f"{HF_PREFIX}{repo_id}/{n}" for n in names])
+    )
     count = header.get("split.count")
     if len(headers) == 1 and isinstance(count, int) and count > 1:
-        raise ModelFileError(f"{repo_id}/{filename}: is one part of a split model but its name "
-                             "does not end in -0000N-of-0000M.gguf")
+        raise ModelFileError(
+            f"{repo_id}/{filename}: is one part of a split model but its name "
+            "does not end in -0000N-of-0000M.gguf"
+        )
     info = _with_file_quant(ModelInfo.from_header(header), names[0])
     size = header.file_size or file_size or info.file_size
-    return ResolvedModel(label=names[0].rsplit("/", 1)[-1],
-                         location=f"{HF_PREFIX}{repo_id}/{names[0]}", info=info,
-                         parts=tuple(names), file_size=size, repo_id=repo_id, revision=revision,
-                         remote=cost)
+    return ResolvedModel(
+        label=names[0].rsplit("/", 1)[-1],
+        location=f"{HF_PREFIX}{repo_id}/{names[0]}",
+        info=info,
+        parts=tuple(names),
+        file_size=size,
+        repo_id=repo_id,
+        revision=revision,
+        remote=cost,
+    )
 
 
-def repo_models(hub: Hub, repo_id: str, *, revision: str = "main",
-                quant: str | None = None) -> list[HubFile]:
+def repo_models(
+    hub: Hub, repo_id: str, *, revision: str = "main", quant: str | None = None
+) -> list[HubFile]:
     """The repo's model files (no projectors), optionally only those of one quantization."""
     files = [f for f in hub.list_files(repo_id, revision=revision) if not f.is_projector]
     if not files:
@@ -220,8 +243,9 @@ def repo_models(hub: Hub, repo_id: str, *, revision: str = "main",
     return picked
 
 
-def resolve(target: Target, *, hub: Callable[[], Hub] | None = None,
-            workers: int = REPO_WORKERS) -> list[Resolved]:
+def resolve(
+    target: Target, *, hub: Callable[[], Hub] | None = None, workers: int = REPO_WORKERS
+) -> list[Resolved]:
     """Every model the target names, in the repo's order (smallest first).
 
     A single file's failure raises; in a whole repo a file that cannot be read becomes a
@@ -237,14 +261,25 @@ def resolve(target: Target, *, hub: Callable[[], Hub] | None = None,
 
     def one(f: HubFile) -> Resolved:
         if not f.complete:
-            return FailedModel(f.name, f"{HF_PREFIX}{f.repo_id}/{f.path}", f.quant, f.size_bytes,
-                               "the repo lacks some parts of this split model")
+            return FailedModel(
+                f.name,
+                f"{HF_PREFIX}{f.repo_id}/{f.path}",
+                f.quant,
+                f.size_bytes,
+                "the repo lacks some parts of this split model",
+            )
         try:
-            return load_remote(client, f.repo_id, f.path, revision=f.revision,
-                               file_size=f.size_bytes)
+            return load_remote(
+                client, f.repo_id, f.path, revision=f.revision, file_size=f.size_bytes
+            )
         except RigdeckError as exc:
-            return FailedModel(f.path.rsplit("/", 1)[-1], f"{HF_PREFIX}{f.repo_id}/{f.path}",
-                               f.quant, f.size_bytes, str(exc))
+            return FailedModel(
+                f.path.rsplit("/", 1)[-1],
+                f"{HF_PREFIX}{f.repo_id}/{f.path}",
+                f.quant,
+                f.size_bytes,
+                str(exc),
+            )
 
     if workers <= 1 or len(files) == 1:
         return [one(f) for f in files]
@@ -283,4 +318,3 @@ def total_cost(models: Sequence[Resolved]) -> RemoteCost | None:
     for c in costs:
         total = total + c
     return total
-

@@ -74,8 +74,10 @@ def diagnose(snap: Snapshot) -> Diagnosis:
     for disk in snap.disks:
         if disk.free < DISK_FREE_MIN:
             tight.append(
-                ("disk", f"disk {disk.mount} ({', '.join(disk.labels)}) "
-                         f"{format_bytes(disk.free)} free")
+                (
+                    "disk",
+                    f"disk {disk.mount} ({', '.join(disk.labels)}) {format_bytes(disk.free)} free",
+                )
             )
 
     if not tight:

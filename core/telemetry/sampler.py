@@ -126,8 +126,7 @@ class TelemetrySampler:
 
         CPU% covers the time since this sampler was built; rates need a second reading.
         """
-        return self._reading(gpus=(), gpu_status=GPU_PENDING, nvidia_driver=None,
-                             host_processes=0)
+        return self._reading(gpus=(), gpu_status=GPU_PENDING, nvidia_driver=None, host_processes=0)
 
     def sample(self, *, host_processes: int = 0) -> Snapshot:
         """One reading; ``host_processes`` > 0 adds the largest host processes by memory when
@@ -139,11 +138,21 @@ class TelemetrySampler:
             gpu_status = "every GPU fell off the bus (GPU is lost): check dmesg, a reboot may help"
         if any(g.processes for g in gpus):
             host_processes = 0  # the pane lists GPU processes then; a host scan would be unseen
-        return self._reading(gpus=gpus, gpu_status=gpu_status,
-                             nvidia_driver=nvml.driver_version, host_processes=host_processes)
+        return self._reading(
+            gpus=gpus,
+            gpu_status=gpu_status,
+            nvidia_driver=nvml.driver_version,
+            host_processes=host_processes,
+        )
 
-    def _reading(self, *, gpus: tuple[GpuStats, ...], gpu_status: str, nvidia_driver: str | None,
-                 host_processes: int) -> Snapshot:
+    def _reading(
+        self,
+        *,
+        gpus: tuple[GpuStats, ...],
+        gpu_status: str,
+        nvidia_driver: str | None,
+        host_processes: int,
+    ) -> Snapshot:
         now = self._clock()
         elapsed = now - self._prev_time if self._prev_time is not None else None
         cpu = self._cpu()
@@ -193,8 +202,18 @@ class TelemetrySampler:
                     # % of one core since the last scan, as top counts it.
                     cpu = max(cpu_s - known.cpu_s, 0.0) / (now - known.at) * 100
             described[pid] = _Described(start, user, command, cpu_s, now)
-            rows.append(GpuProcess(pid=pid, gpu_index=None, gpu_memory=None, kind="host",
-                                   user=user, command=command, cpu_percent=cpu, rss=rss))
+            rows.append(
+                GpuProcess(
+                    pid=pid,
+                    gpu_index=None,
+                    gpu_memory=None,
+                    kind="host",
+                    user=user,
+                    command=command,
+                    cpu_percent=cpu,
+                    rss=rss,
+                )
+            )
         self._described = described
         return tuple(rows)
 

@@ -42,10 +42,19 @@ def gpu_box(*, vram_used: int = 9_600_000_000, gpus: int = 1) -> Snapshot:
             pcie_tx_bps=1.0 * 1024**2,
             throttle_reasons=("power cap",),
             processes=(
-                GpuProcess(4121, i, 9_400_000_000, "compute", "ana", "python train.py --bs 8",
-                           101.0, 6 * GiB),
-                GpuProcess(977, i, 150_000_000, "graphics", "ana", "/usr/lib/xorg/Xorg", 1.0,
-                           90 * 1024**2),
+                GpuProcess(
+                    4121,
+                    i,
+                    9_400_000_000,
+                    "compute",
+                    "ana",
+                    "python train.py --bs 8",
+                    101.0,
+                    6 * GiB,
+                ),
+                GpuProcess(
+                    977, i, 150_000_000, "graphics", "ana", "/usr/lib/xorg/Xorg", 1.0, 90 * 1024**2
+                ),
             ),
         )
         for i in range(gpus)
@@ -66,8 +75,13 @@ def gpu_box(*, vram_used: int = 9_600_000_000, gpus: int = 1) -> Snapshot:
             model="AMD Ryzen 7 3700X",
         ),
         memory=MemoryStats(
-            total=32 * GiB, available=20 * GiB, used=12 * GiB, percent=37.5,
-            swap_total=2 * GiB, swap_used=0, swap_percent=0.0,
+            total=32 * GiB,
+            available=20 * GiB,
+            used=12 * GiB,
+            percent=37.5,
+            swap_total=2 * GiB,
+            swap_used=0,
+            swap_percent=0.0,
         ),
         disks=(DiskStats("/", ("home", "HF cache"), 500 * GiB, 380 * GiB, 120 * GiB, 76.0),),
         disk_io=IoRates(5.0 * 1024**2, 1.0 * 1024**2),
@@ -80,8 +94,13 @@ def gpu_box(*, vram_used: int = 9_600_000_000, gpus: int = 1) -> Snapshot:
 
 
 def no_gpu_box() -> Snapshot:
-    snap = replace(gpu_box(), gpus=(), gpu_status="no NVIDIA driver found (libnvidia-ml.so is "
-                   "missing): this machine shows CPU only", nvidia_driver=None)
+    snap = replace(
+        gpu_box(),
+        gpus=(),
+        gpu_status="no NVIDIA driver found (libnvidia-ml.so is "
+        "missing): this machine shows CPU only",
+        nvidia_driver=None,
+    )
     return replace(snap, diagnosis=diagnose(snap))
 
 

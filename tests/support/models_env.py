@@ -44,8 +44,11 @@ def isolate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         monkeypatch.delenv(var, raising=False)
     calibration = tmp_path / "cache" / "rigdeck" / "cpu_calibration.json"
     calibration.parent.mkdir(parents=True, exist_ok=True)
-    calibration.write_text(json.dumps(
-        {**CALIBRATION, "threads": max(1, os.cpu_count() or 1), "measured_at": time.time()}))
+    calibration.write_text(
+        json.dumps(
+            {**CALIBRATION, "threads": max(1, os.cpu_count() or 1), "measured_at": time.time()}
+        )
+    )
     return tmp_path / "hf" / "hub"
 
 
@@ -53,10 +56,14 @@ def write_models(folder: Path) -> dict[str, Path]:
     """Sparse Llama 3.1 8B and 70B (Q4_K_M) headers-only files and a hostile one."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = {
-        "8b": write_model(folder / "Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf", "llama-3.1-8b",
-                          with_tokenizer=False),
-        "70b": write_model(folder / "Meta-Llama-3.1-70B-Instruct-Q4_K_M.gguf", "llama-3.1-70b",
-                           with_tokenizer=False),
+        "8b": write_model(
+            folder / "Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf", "llama-3.1-8b", with_tokenizer=False
+        ),
+        "70b": write_model(
+            folder / "Meta-Llama-3.1-70B-Instruct-Q4_K_M.gguf",
+            "llama-3.1-70b",
+            with_tokenizer=False,
+        ),
     }
     broken = folder / "broken-Q4_0.gguf"
     # GGUF v3 claiming 2**64-1 tensors: the reader must refuse it, not allocate for it.
@@ -65,22 +72,37 @@ def write_models(folder: Path) -> dict[str, Path]:
     return paths
 
 
-def _settings(tmp_path: Path, dirs: list[Path] | None, theme: str,
-              overrides: dict[str, object]) -> Settings:
+def _settings(
+    tmp_path: Path, dirs: list[Path] | None, theme: str, overrides: dict[str, object]
+) -> Settings:
     settings = load_settings(
-        tmp_path / "none.toml", env={},
-        overrides={"ui.theme": theme, "telemetry.refresh_s": 60.0,
-                   "models.dirs": [str(d) for d in dirs or []], **overrides},
+        tmp_path / "none.toml",
+        env={},
+        overrides={
+            "ui.theme": theme,
+            "telemetry.refresh_s": 60.0,
+            "models.dirs": [str(d) for d in dirs or []],
+            **overrides,
+        },
     )
     return settings.__class__(**{**settings.__dict__, "warnings": ()})
 
 
-def models_app(tmp_path: Path, snapshot: Snapshot, *, dirs: list[Path] | None = None,
-               theme: str = "rigdeck-dark", **overrides: object) -> RigdeckApp:
+def models_app(
+    tmp_path: Path,
+    snapshot: Snapshot,
+    *,
+    dirs: list[Path] | None = None,
+    theme: str = "rigdeck-dark",
+    **overrides: object,
+) -> RigdeckApp:
     """The whole app: for the contract with it (show_snapshot, RunRequested -> chat)."""
-    return RigdeckApp(_settings(tmp_path, dirs, theme, overrides),
-                      sampler_factory=lambda: FixedSampler(snapshot),
-                      state=AppState(tmp_path / "state.json"), clock_free=True)
+    return RigdeckApp(
+        _settings(tmp_path, dirs, theme, overrides),
+        sampler_factory=lambda: FixedSampler(snapshot),
+        state=AppState(tmp_path / "state.json"),
+        clock_free=True,
+    )
 
 
 class PaneHost(App[None]):
@@ -101,8 +123,11 @@ class PaneHost(App[None]):
 
     def on_mount(self) -> None:
         for spec in builtin_themes():
-            self.register_theme(Theme(name=spec.name, dark=spec.dark,
-                                      variables=dict(spec.variables), **spec.colours))
+            self.register_theme(
+                Theme(
+                    name=spec.name, dark=spec.dark, variables=dict(spec.variables), **spec.colours
+                )
+            )
         self.theme = self.settings.ui.theme or "rigdeck-dark"
         self.query_one(ModelsPane).show_snapshot(self.snapshot)
 
@@ -110,8 +135,14 @@ class PaneHost(App[None]):
         self.run_requests.append(message)
 
 
-def pane_app(tmp_path: Path, snapshot: Snapshot, *, dirs: list[Path] | None = None,
-             theme: str = "rigdeck-dark", **overrides: object) -> PaneHost:
+def pane_app(
+    tmp_path: Path,
+    snapshot: Snapshot,
+    *,
+    dirs: list[Path] | None = None,
+    theme: str = "rigdeck-dark",
+    **overrides: object,
+) -> PaneHost:
     return PaneHost(_settings(tmp_path, dirs, theme, overrides), snapshot)
 
 

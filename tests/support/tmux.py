@@ -103,9 +103,20 @@ class TmuxPane:
         # pane_dead_status is unreliable (tmux 3.3 sometimes never reaps a pane's program and
         # leaves the status empty). The program still owns the terminal: sh never reads it.
         self.tmux(
-            "new-session", "-d", "-s", self.target, "-x", str(cols), "-y", str(rows),
+            "new-session",
+            "-d",
+            "-s",
+            self.target,
+            "-x",
+            str(cols),
+            "-y",
+            str(rows),
             *(["-c", str(self.cwd)] if self.cwd else []),
-            "/bin/sh", "-c", '"$@"; echo $? > "$0"', str(self._status), *self.command,
+            "/bin/sh",
+            "-c",
+            '"$@"; echo $? > "$0"',
+            str(self._status),
+            *self.command,
         )
         return self
 

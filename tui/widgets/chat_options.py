@@ -44,9 +44,9 @@ class ChatOptions(Vertical):
             yield Input("", placeholder="random", id="chat-seed")
 
     def on_mount(self) -> None:
-        self.query_one("#chat-system", TextArea).placeholder = (
-            "System prompt (empty: none). Example: You are a terse assistant."
-        )
+        self.query_one(
+            "#chat-system", TextArea
+        ).placeholder = "System prompt (empty: none). Example: You are a terse assistant."
 
     @property
     def system_prompt(self) -> str:
@@ -54,13 +54,17 @@ class ChatOptions(Vertical):
 
     def sampling(self) -> Sampling:
         """The typed settings; raises RunError (one line) naming a field that is wrong."""
-        value = {name: self.query_one(f"#chat-{name}", Input).value
-                 for name in ("temperature", "top-p", "max-tokens", "seed")}
-        return parse_sampling(value["temperature"], value["top-p"], value["max-tokens"],
-                              value["seed"])
+        value = {
+            name: self.query_one(f"#chat-{name}", Input).value
+            for name in ("temperature", "top-p", "max-tokens", "seed")
+        }
+        return parse_sampling(
+            value["temperature"], value["top-p"], value["max-tokens"], value["seed"]
+        )
 
-    def set_values(self, *, system_prompt: str | None = None,
-                   sampling: Sampling | None = None) -> None:
+    def set_values(
+        self, *, system_prompt: str | None = None, sampling: Sampling | None = None
+    ) -> None:
         if system_prompt is not None:
             self.query_one("#chat-system", TextArea).text = system_prompt
         if sampling is not None:
@@ -68,4 +72,5 @@ class ChatOptions(Vertical):
             self.query_one("#chat-top-p", Input).value = f"{sampling.top_p:g}"
             self.query_one("#chat-max-tokens", Input).value = str(sampling.max_tokens)
             self.query_one("#chat-seed", Input).value = (
-                "" if sampling.seed is None else str(sampling.seed))
+                "" if sampling.seed is None else str(sampling.seed)
+            )

@@ -44,10 +44,20 @@ class FitDetailScreen(ModalScreen[str | None]):
     """
 
     BINDINGS = [
-        Binding("escape", "dismiss(None)", "Close", id="models.detail.close",
-                tooltip="Back to the model list"),
-        Binding("enter,r", "act", "Run", id="models.detail.run",
-                tooltip="Run a local model with this placement, or download a Hub one"),
+        Binding(
+            "escape",
+            "dismiss(None)",
+            "Close",
+            id="models.detail.close",
+            tooltip="Back to the model list",
+        ),
+        Binding(
+            "enter,r",
+            "act",
+            "Run",
+            id="models.detail.run",
+            tooltip="Run a local model with this placement, or download a Hub one",
+        ),
     ]
 
     def __init__(self, fitted: FittedRow, controls: Controls) -> None:
@@ -60,47 +70,75 @@ class FitDetailScreen(ModalScreen[str | None]):
         row, p = f.row, f.placement
         with Vertical(id="fit-detail"):
             style = VERDICT_STYLES.get(f.verdict, "")
-            yield Static(Content.assemble(
-                (row.label, "bold"), f"  {row.source}",
-                f"  {row.repo}" if row.repo and row.repo not in row.label else "",
-                "  ", (verdict_label(f), f"bold {style}"),
-            ), id="fit-title")
-            yield Static(Content(
-                f"context {self.controls.context_label} · KV {self.controls.kv_label} · "
-                f"flash attention {self.controls.flash}"
-                + (f" · {p.gpu_layers} of {p.total_layers} layers on GPU" if p and p.fits else "")
-            ), id="fit-settings")
+            yield Static(
+                Content.assemble(
+                    (row.label, "bold"),
+                    f"  {row.source}",
+                    f"  {row.repo}" if row.repo and row.repo not in row.label else "",
+                    "  ",
+                    (verdict_label(f), f"bold {style}"),
+                ),
+                id="fit-title",
+            )
+            yield Static(
+                Content(
+                    f"context {self.controls.context_label} · KV {self.controls.kv_label} · "
+                    f"flash attention {self.controls.flash}"
+                    + (
+                        f" · {p.gpu_layers} of {p.total_layers} layers on GPU"
+                        if p and p.fits
+                        else ""
+                    )
+                ),
+                id="fit-settings",
+            )
             with VerticalScroll():
                 if p is None:
-                    yield Static(Content(f.error or row.error or "no header read yet"),
-                                 id="fit-why")
+                    yield Static(
+                        Content(f.error or row.error or "no header read yet"), id="fit-why"
+                    )
                 else:
-                    table: DataTable[str] = DataTable(id="fit-devices", cursor_type="none",
-                                                      show_cursor=False)
+                    table: DataTable[str] = DataTable(
+                        id="fit-devices", cursor_type="none", show_cursor=False
+                    )
                     yield table
                     for d in p.devices:
                         label = "RAM" if d.kind == "cpu" else f"GPU {d.index}"
-                        yield StackedBar((d.weights_bytes, d.kv_bytes, d.compute_bytes,
-                                          d.other_bytes), d.budget_bytes, label=label)
-                    yield Static(Content.assemble(
-                        ("█ weights ", "$primary"), ("█ KV ", "$success"),
-                        ("█ compute ", "$warning"), ("█ other", "$secondary")),
-                        classes="fit-legend")
-                    yield Static(Content.assemble(
-                        ("Predicted ", "bold"),
-                        f"{tps_label(p.decode_tps)} tok/s decode, "
-                        f"{tps_label(p.prompt_tps)} tok/s prompt"), id="fit-speed")
+                        yield StackedBar(
+                            (d.weights_bytes, d.kv_bytes, d.compute_bytes, d.other_bytes),
+                            d.budget_bytes,
+                            label=label,
+                        )
+                    yield Static(
+                        Content.assemble(
+                            ("█ weights ", "$primary"),
+                            ("█ KV ", "$success"),
+                            ("█ compute ", "$warning"),
+                            ("█ other", "$secondary"),
+                        ),
+                        classes="fit-legend",
+                    )
+                    yield Static(
+                        Content.assemble(
+                            ("Predicted ", "bold"),
+                            f"{tps_label(p.decode_tps)} tok/s decode, "
+                            f"{tps_label(p.prompt_tps)} tok/s prompt",
+                        ),
+                        id="fit-speed",
+                    )
                     yield Static("Why", classes="fit-section")
                     yield Static(Content(p.why), id="fit-why")
                     if p.suggestions:
                         yield Static("What would make it fit or run faster", classes="fit-section")
-                        yield Static(Content("\n".join(
-                            f"{i}. {s.label}" for i, s in enumerate(p.suggestions, 1))),
-                            id="fit-suggestions")
+                        yield Static(
+                            Content(
+                                "\n".join(f"{i}. {s.label}" for i, s in enumerate(p.suggestions, 1))
+                            ),
+                            id="fit-suggestions",
+                        )
                     if p.notes:
                         yield Static("Notes", classes="fit-section")
-                        yield Static(Content("\n".join(f"• {n}" for n in p.notes)),
-                                     id="fit-notes")
+                        yield Static(Content("\n".join(f"• {n}" for n in p.notes)), id="fit-notes")
                 if f.run is not None:
                     yield Static("Measured", classes="fit-section")
                     yield Static(Content(measured_line(f.run)), id="fit-measured")
@@ -118,13 +156,26 @@ class FitDetailScreen(ModalScreen[str | None]):
         if p is None:
             return
         table = self.query_one("#fit-devices", DataTable)
-        table.add_columns("Device", "Weights", "KV", "Compute", "Other", "Total", "Budget",
-                          "Free after")
+        table.add_columns(
+            "Device", "Weights", "KV", "Compute", "Other", "Total", "Budget", "Free after"
+        )
         for d in p.devices:
             name = "RAM (CPU)" if d.kind == "cpu" else f"GPU {d.index} {d.name}"
-            table.add_row(name, *(format_bytes(n) for n in (
-                d.weights_bytes, d.kv_bytes, d.compute_bytes, d.other_bytes, d.total_bytes,
-                d.budget_bytes, d.free_after_bytes)))
+            table.add_row(
+                name,
+                *(
+                    format_bytes(n)
+                    for n in (
+                        d.weights_bytes,
+                        d.kv_bytes,
+                        d.compute_bytes,
+                        d.other_bytes,
+                        d.total_bytes,
+                        d.budget_bytes,
+                        d.free_after_bytes,
+                    )
+                ),
+            )
 
     def action_act(self) -> None:
         row = self.fitted.row

@@ -86,8 +86,15 @@ class StackedBar(Widget):
     """Bytes per component, in COMPONENT_STYLES order."""
     budget: reactive[int] = reactive(0, layout=False)
 
-    def __init__(self, parts: Sequence[int] = (), budget: int = 0, *, label: str = "",
-                 id: str | None = None, classes: str | None = None) -> None:
+    def __init__(
+        self,
+        parts: Sequence[int] = (),
+        budget: int = 0,
+        *,
+        label: str = "",
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
         super().__init__(id=id, classes=classes)
         self.label = label
         self.set_reactive(StackedBar.parts, tuple(parts))

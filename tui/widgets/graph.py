@@ -49,8 +49,7 @@ def level_styles(low: Color, high: Color, background: Color) -> tuple[Style, ...
     )
 
 
-def graph_segments(data: Sequence[float], width: int,
-                   styles: Sequence[Style]) -> list[Segment]:
+def graph_segments(data: Sequence[float], width: int, styles: Sequence[Style]) -> list[Segment]:
     levels = bar_levels(data, width)
     segments = []
     run_start = 0

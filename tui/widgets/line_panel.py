@@ -64,17 +64,24 @@ class LinePanel(Widget):
     """A fixed number of lines; ``set_lines`` redraws the rows that changed."""
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
-        *METER_CLASSES, "graph--min-color", "graph--max-color",
+        *METER_CLASSES,
+        "graph--min-color",
+        "graph--max-color",
     }
 
-    DEFAULT_CSS = "LinePanel { height: auto; " + METER_CSS + """
+    DEFAULT_CSS = (
+        "LinePanel { height: auto; "
+        + METER_CSS
+        + """
     & > .graph--max-color { color: $primary; }
     & > .graph--min-color { color: $primary 30%; }
     }
     """
+    )
 
-    def __init__(self, lines: Sequence[Line], *, id: str | None = None,
-                 classes: str | None = None) -> None:
+    def __init__(
+        self, lines: Sequence[Line], *, id: str | None = None, classes: str | None = None
+    ) -> None:
         super().__init__(id=id, classes=classes)
         self._lines: list[Line] = list(lines)
         self._strips: dict[int, Strip] = {}
@@ -149,11 +156,13 @@ class LinePanel(Widget):
         return Strip(segments).crop_extend(0, width, plain)
 
     @staticmethod
-    def _segments(line: Line, width: int, meters: Mapping[str, Style],
-                  graphs: Sequence[Style]) -> list[Segment]:
+    def _segments(
+        line: Line, width: int, meters: Mapping[str, Style], graphs: Sequence[Style]
+    ) -> list[Segment]:
         if isinstance(line, MeterLine):
-            return meter_segments(line.label, line.label_width, line.fraction, line.text, width,
-                                  meters)
+            return meter_segments(
+                line.label, line.label_width, line.fraction, line.text, width, meters
+            )
         if isinstance(line, GraphLine):
             return graph_segments(line.data, width, graphs)
         if isinstance(line, TextRow):

@@ -44,8 +44,14 @@ METER_CLASSES = frozenset(
 )
 
 
-def meter_segments(label: str, label_width: int, fraction: float | None, text: str,
-                   width: int, styles: Mapping[str, Style]) -> list[Segment]:
+def meter_segments(
+    label: str,
+    label_width: int,
+    fraction: float | None,
+    text: str,
+    width: int,
+    styles: Mapping[str, Style],
+) -> list[Segment]:
     """The meter's line: ``styles`` maps the METER_CLASSES (and "plain") to resolved styles."""
     text = text if fraction is not None or text else "N/A"
     bar_width = max(width - label_width - len(text) - 2, 4)
@@ -75,8 +81,15 @@ class Meter(Widget):
     text: reactive[str] = reactive("")
     """What is written right of the bar (figures, units)."""
 
-    def __init__(self, label: str, *, label_width: int = 5, name: str | None = None,
-                 id: str | None = None, classes: str | None = None) -> None:
+    def __init__(
+        self,
+        label: str,
+        *,
+        label_width: int = 5,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.label = label
         self.label_width = label_width
@@ -97,8 +110,7 @@ class Meter(Widget):
         """Every style the line uses, resolved once per theme (a refresh drops Textual's own
         cache of them, and resolving costs more than drawing the line)."""
         if self._styles is None:
-            styles = {name: self.get_component_rich_style(name)
-                      for name in self.COMPONENT_CLASSES}
+            styles = {name: self.get_component_rich_style(name) for name in self.COMPONENT_CLASSES}
             styles["plain"] = self.rich_style
             self._styles = styles
         return self._styles
@@ -115,6 +127,7 @@ class Meter(Widget):
 
     def _draw(self, width: int) -> Strip:
         styles = self._resolved()
-        segments = meter_segments(self.label, self.label_width, self.fraction, self.text, width,
-                                  styles)
+        segments = meter_segments(
+            self.label, self.label_width, self.fraction, self.text, width, styles
+        )
         return Strip(segments).crop_extend(0, width, styles["plain"])

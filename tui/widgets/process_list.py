@@ -96,8 +96,9 @@ class ProcessList(ScrollView, can_focus=True):
     }
     """
 
-    def __init__(self, columns: Sequence[Column], *, id: str | None = None,
-                 classes: str | None = None) -> None:
+    def __init__(
+        self, columns: Sequence[Column], *, id: str | None = None, classes: str | None = None
+    ) -> None:
         super().__init__(id=id, classes=classes)
         self.columns = tuple(columns)
         self._rows: tuple[tuple[str, ...], ...] = ()

@@ -12,8 +12,9 @@ class TextLine(Static):
     ``layout`` asks for a relayout, needed only where the new text can change the height.
     """
 
-    def __init__(self, text: str = "", *, id: str | None = None,
-                 classes: str | None = None) -> None:
+    def __init__(
+        self, text: str = "", *, id: str | None = None, classes: str | None = None
+    ) -> None:
         super().__init__(text, id=id, classes=classes)
         self._shown: object = text
 
