@@ -1,0 +1,1 @@
+"""Cloud GPUs: offers, instances, the ledger of every provider action, jobs on rented machines."""
