@@ -71,10 +71,62 @@ class ModelSettings:
 
 
 @dataclass(frozen=True)
+class CloudSettings:
+    provider: str = _doc("GPU cloud provider (today: vast).", default="vast")
+    api_url: str = _doc(
+        "Provider API endpoint. Empty: VAST_URL from the environment, else the provider's own.",
+        default="",
+    )
+    api_key_file: str = _doc(
+        "File holding the API key (0600). Empty: VAST_API_KEY, else ~/.config/vastai/vast_api_key.",
+        default="",
+    )
+    image: str = _doc(
+        "Docker image for a rental when the job spec names none.",
+        default="pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime",
+    )
+    disk_gb: float = _doc("Disk (GB) for a rental when the job spec names none.", default=20.0)
+    max_usd: float = _doc("Per-instance cap in $ (0: none); the guard acts at it.", default=0.0)
+    max_hours: float = _doc("Per-instance cap in hours (0: none).", default=0.0)
+    idle_minutes: float = _doc(
+        "Act on an instance whose GPUs stayed idle this many minutes (0: never).", default=0.0
+    )
+    on_cap: str = _doc("What the guard does at a cap: warn, stop or destroy.", default="stop")
+    monthly_budget_usd: float = _doc("Cloud budget per calendar month in $ (0: none).", default=0.0)
+    daily_budget_usd: float = _doc("Cloud budget per day in $ (0: none).", default=0.0)
+    poll_s: float = _doc("Seconds between instance polls (pane and guard, 2 to 600).", default=30.0)
+    show_unverified: bool = _doc(
+        "Show unverified and unrentable machines in offer searches.", default=False
+    )
+
+
+@dataclass(frozen=True)
+class EconomicsSettings:
+    price_per_kwh: float = _doc("Electricity price per kWh, in your currency.", default=0.30)
+    currency: str = _doc("Currency code shown beside local costs.", default="USD")
+    system_watts: float = _doc(
+        "Watts of the rest of the system (CPU, board, disks) where the OS does not expose CPU "
+        "package power.",
+        default=80.0,
+    )
+    psu_efficiency: float = _doc("Power supply efficiency (0.5 to 1).", default=0.9)
+    hardware_price: float = _doc(
+        "What this machine cost, to amortise into its hourly cost (0: left out).", default=0.0
+    )
+    amortise_months: int = _doc("Months over which hardware_price is spread.", default=36)
+    monthly_cloud_usd: float = _doc(
+        "Your cloud spend per month, when the ledger has less than 30 days (0: use the ledger).",
+        default=0.0,
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     ui: UiSettings = field(default_factory=UiSettings)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     models: ModelSettings = field(default_factory=ModelSettings)
+    cloud: CloudSettings = field(default_factory=CloudSettings)
+    economics: EconomicsSettings = field(default_factory=EconomicsSettings)
     config_path: Path | None = None
     warnings: tuple[str, ...] = ()
 
@@ -83,16 +135,24 @@ SECTIONS: dict[str, type] = {
     "ui": UiSettings,
     "telemetry": TelemetrySettings,
     "models": ModelSettings,
+    "cloud": CloudSettings,
+    "economics": EconomicsSettings,
 }
 
 _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("telemetry", "refresh_s"): (0.2, 60.0),
     ("telemetry", "history_minutes"): (1, 120),
     ("models", "context"): (256, 1 << 22),
+    ("cloud", "poll_s"): (2.0, 600.0),
+    ("cloud", "disk_gb"): (1.0, 100000.0),
+    ("economics", "psu_efficiency"): (0.5, 1.0),
+    ("economics", "amortise_months"): (1, 240),
 }
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("models", "kv_type"): ("f16", "q8_0", "q4_0"),
     ("models", "flash_attn"): ("auto", "on", "off"),
+    ("cloud", "provider"): ("vast",),
+    ("cloud", "on_cap"): ("warn", "stop", "destroy"),
 }
 
 
