@@ -34,23 +34,19 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from support.gguf_factory import FULL_PRESETS, write_model  # noqa: E402
 
-from rigdeck.core.models import speed  # noqa: E402
-from rigdeck.core.models.fit import (  # noqa: E402
-    GpuBudget,
-    HardwareBudget,
-    Placement,
-    RunSettings,
-    fit,
-    place_layers,
-)
-from rigdeck.core.models.gguf import read_gguf  # noqa: E402
-from rigdeck.core.models.llama_report import (  # noqa: E402
+from rigdeck.core.models.fit import speed  # noqa: E402
+from rigdeck.core.models.fit.budget import GpuBudget, HardwareBudget  # noqa: E402
+from rigdeck.core.models.fit.engine import fit, place_layers  # noqa: E402
+from rigdeck.core.models.fit.placement import Placement  # noqa: E402
+from rigdeck.core.models.fit.settings import RunSettings  # noqa: E402
+from rigdeck.core.models.format.gguf import read_gguf  # noqa: E402
+from rigdeck.core.models.format.model_info import ModelInfo  # noqa: E402
+from rigdeck.core.models.run.alloc_report import (  # noqa: E402
     DeviceFigures,
     LlamaReport,
     ReportRequest,
     llama_report,
 )
-from rigdeck.core.models.model_info import ModelInfo  # noqa: E402
 
 MiB = 1 << 20
 GiB = 1 << 30

@@ -147,14 +147,9 @@ def compare(model_path: Path, args: argparse.Namespace, *, gpu: bool) -> bool:
     import llama_cpp.llama_cpp as lowlevel
 
     from rigdeck.core.machine import process_gpu_memory_bytes
-    from rigdeck.core.models.bench import measure
-    from rigdeck.core.models.runner import (
-        ChatMessage,
-        RunPlan,
-        Sampling,
-        llama_kwargs,
-        load_model,
-    )
+    from rigdeck.core.models.run.bench import measure
+    from rigdeck.core.models.run.loader import llama_kwargs, load_model
+    from rigdeck.core.models.run.plan import ChatMessage, RunPlan, Sampling
     from rigdeck.core.units import format_bytes
 
     plan = RunPlan(
@@ -299,7 +294,7 @@ async def _pane_compare(model_path: Path, args: argparse.Namespace, home: Path) 
     from textual.await_complete import AwaitComplete
     from textual.widgets import Input, TextArea
 
-    from rigdeck.core.models.runner import llama_kwargs
+    from rigdeck.core.models.run.loader import llama_kwargs
     from rigdeck.tui.app import RigdeckApp
     from rigdeck.tui.panes.chat import ChatPane
     from rigdeck.tui.widgets.chat_message import ChatMessageView
@@ -518,7 +513,8 @@ def main() -> int:
     args = parser.parse_args()
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from rigdeck.core.models.runner import demo_model_path, gpu_offload_supported
+    from rigdeck.core.models.run.llama_glue import gpu_offload_supported
+    from rigdeck.core.models.sources.local import demo_model_path
 
     model = Path(args.model) if args.model else demo_model_path()
     if model is None or not model.is_file():

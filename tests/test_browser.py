@@ -10,10 +10,11 @@ import pytest
 
 from rigdeck.core.models import browser
 from rigdeck.core.models.browser import Controls, InfoCache
-from rigdeck.core.models.budget import budget_from_snapshot
-from rigdeck.core.models.catalog import discover
-from rigdeck.core.models.fit import RunSettings, fit
-from rigdeck.core.models.run_history import RunRecord
+from rigdeck.core.models.fit.budget import budget_from_snapshot
+from rigdeck.core.models.fit.engine import fit
+from rigdeck.core.models.fit.settings import RunSettings
+from rigdeck.core.models.run.history import RunRecord
+from rigdeck.core.models.sources.local import discover
 from tests.support.fixed_snapshot import no_gpu_box
 from tests.support.gguf_factory import write_model
 from tests.support.models_env import GiB, roomy_gpu_box

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rigdeck.core.models.catalog import LocalModel, demo_model_path, discover
+from rigdeck.core.models.sources.local import LocalModel, demo_model_path, discover
 
 COMMIT_A = "a" * 40
 COMMIT_B = "b" * 40

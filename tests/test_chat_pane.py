@@ -11,13 +11,15 @@ import pytest
 from textual.widgets import Input, Static, TextArea
 
 from rigdeck.core.config import data_dir, load_settings
-from rigdeck.core.models import serve
-from rigdeck.core.models.budget import budget_from_snapshot
-from rigdeck.core.models.catalog import demo_model_path
-from rigdeck.core.models.fit import Placement, RunSettings, fit
-from rigdeck.core.models.gguf import read_gguf
-from rigdeck.core.models.model_info import ModelInfo
-from rigdeck.core.models.runner import llama_available
+from rigdeck.core.models.fit.budget import budget_from_snapshot
+from rigdeck.core.models.fit.engine import fit
+from rigdeck.core.models.fit.placement import Placement
+from rigdeck.core.models.fit.settings import RunSettings
+from rigdeck.core.models.format.gguf import read_gguf
+from rigdeck.core.models.format.model_info import ModelInfo
+from rigdeck.core.models.run import serve
+from rigdeck.core.models.run.llama_glue import llama_available
+from rigdeck.core.models.sources.local import demo_model_path
 from rigdeck.core.state import AppState
 from rigdeck.tui.app import RigdeckApp
 from rigdeck.tui.panes.chat import ChatPane

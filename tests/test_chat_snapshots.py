@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from textual.containers import VerticalScroll
 
-from rigdeck.core.models.chat_support import measured_line, reply_line
-from rigdeck.core.models.runner import GenerationStats, LoadStats, RunPlan
+from rigdeck.core.models.run.chat_support import measured_line, reply_line
+from rigdeck.core.models.run.plan import GenerationStats, LoadStats, RunPlan
 from rigdeck.tui.app import RigdeckApp
 from rigdeck.tui.panes.chat import ChatPane
 from rigdeck.tui.widgets.chat_message import ChatMessageView

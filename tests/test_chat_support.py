@@ -9,7 +9,7 @@ import pytest
 
 from rigdeck.core.config import ModelSettings
 from rigdeck.core.errors import RunError
-from rigdeck.core.models.chat_support import (
+from rigdeck.core.models.run.chat_support import (
     conversation_path,
     load_fraction,
     measured_line,
@@ -18,7 +18,7 @@ from rigdeck.core.models.chat_support import (
     reply_line,
     run_settings,
 )
-from rigdeck.core.models.runner import GenerationStats, LoadStats, RunPlan
+from rigdeck.core.models.run.plan import GenerationStats, LoadStats, RunPlan
 
 MiB = 1 << 20
 

@@ -18,13 +18,14 @@ from typing import Any
 
 import pytest
 
-from rigdeck.core.models import speed
-from rigdeck.core.models.budget import budget_from_snapshot, parse_size, with_sizes
-from rigdeck.core.models.catalog import demo_model_path
-from rigdeck.core.models.fit import RunSettings, fit
-from rigdeck.core.models.gguf import read_gguf
-from rigdeck.core.models.model_info import ModelInfo
-from rigdeck.core.models.target import parse_target
+from rigdeck.core.models.fit import speed
+from rigdeck.core.models.fit.budget import budget_from_snapshot, parse_size, with_sizes
+from rigdeck.core.models.fit.engine import fit
+from rigdeck.core.models.fit.settings import RunSettings
+from rigdeck.core.models.format.gguf import read_gguf
+from rigdeck.core.models.format.model_info import ModelInfo
+from rigdeck.core.models.sources.local import demo_model_path
+from rigdeck.core.models.sources.target import parse_target
 from rigdeck.core.telemetry.sampler import TelemetrySampler
 from rigdeck.tui.cli import main
 from tests.support.fake_hub import FakeHub

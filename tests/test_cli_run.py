@@ -17,9 +17,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from rigdeck.core.models import serve
-from rigdeck.core.models.run_history import RunHistory
-from rigdeck.core.models.runner import demo_model_path, llama_available
+from rigdeck.core.models.run import serve
+from rigdeck.core.models.run.history import RunHistory
+from rigdeck.core.models.run.llama_glue import llama_available
+from rigdeck.core.models.sources.local import demo_model_path
 from rigdeck.tui.cli import main
 
 MODEL = demo_model_path()

@@ -8,19 +8,14 @@ import pytest
 from support.gguf_factory import write_model
 
 from rigdeck.core.errors import FitError
-from rigdeck.core.models.fit import (
-    CUDA_CONTEXT_BYTES,
-    DevicePlacement,
-    GpuBudget,
-    HardwareBudget,
-    Placement,
-    RunSettings,
-    fit,
-    place_layers,
-    placement_to_json,
-)
-from rigdeck.core.models.gguf import read_gguf
-from rigdeck.core.models.model_info import ModelInfo
+from rigdeck.core.models.fit.budget import GpuBudget, HardwareBudget
+from rigdeck.core.models.fit.engine import fit, place_layers
+from rigdeck.core.models.fit.layout import CUDA_CONTEXT_BYTES
+from rigdeck.core.models.fit.placement import DevicePlacement, Placement
+from rigdeck.core.models.fit.report import placement_to_json
+from rigdeck.core.models.fit.settings import RunSettings
+from rigdeck.core.models.format.gguf import read_gguf
+from rigdeck.core.models.format.model_info import ModelInfo
 
 GiB = 1 << 30
 MiB = 1 << 20

@@ -11,10 +11,16 @@ from pathlib import Path
 import pytest
 from support.gguf_factory import FULL_PRESETS, write_model
 
-from rigdeck.core.models.fit import GpuBudget, HardwareBudget, RunSettings, place_layers
-from rigdeck.core.models.gguf import read_gguf
-from rigdeck.core.models.llama_report import ReportRequest, breakdown_abi_supported, llama_report
-from rigdeck.core.models.model_info import ModelInfo
+from rigdeck.core.models.fit.budget import GpuBudget, HardwareBudget
+from rigdeck.core.models.fit.engine import place_layers
+from rigdeck.core.models.fit.settings import RunSettings
+from rigdeck.core.models.format.gguf import read_gguf
+from rigdeck.core.models.format.model_info import ModelInfo
+from rigdeck.core.models.run.alloc_report import (
+    ReportRequest,
+    breakdown_abi_supported,
+    llama_report,
+)
 
 pytest.importorskip("llama_cpp")
 pytestmark = pytest.mark.skipif(

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rigdeck.core.models import speed
-from rigdeck.core.models.speed import DeviceWork, decode_tps, prompt_tps
+from rigdeck.core.models.fit import speed
+from rigdeck.core.models.fit.speed import DeviceWork, decode_tps, prompt_tps
 
 
 def test_bandwidth_from_nvml_clock_and_bus() -> None:

@@ -21,9 +21,14 @@ from support.gguf_factory import (
 )
 
 from rigdeck.core.errors import ModelFileError
-from rigdeck.core.models import gguf as gguf_mod
-from rigdeck.core.models.ggml_types import GGML_TYPES, file_type_name, tensor_nbytes, type_by_name
-from rigdeck.core.models.gguf import (
+from rigdeck.core.models.format import gguf as gguf_mod
+from rigdeck.core.models.format.ggml_types import (
+    GGML_TYPES,
+    file_type_name,
+    tensor_nbytes,
+    type_by_name,
+)
+from rigdeck.core.models.format.gguf import (
     INLINE_ARRAY_LIMIT,
     ArrayValue,
     BytesSource,

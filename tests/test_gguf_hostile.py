@@ -21,7 +21,7 @@ from support.gguf_factory import (
 )
 
 from rigdeck.core.errors import ModelFileError
-from rigdeck.core.models.gguf import (
+from rigdeck.core.models.format.gguf import (
     MAX_ARRAY_DEPTH,
     BytesSource,
     FileSource,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from support.gguf_factory import FULL_PRESETS, PRESETS, TINY_PRESETS, write_model
 
-from rigdeck.core.models.gguf import read_gguf
+from rigdeck.core.models.format.gguf import read_gguf
 
 llama_cpp = pytest.importorskip("llama_cpp")
 

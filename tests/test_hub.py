@@ -14,8 +14,8 @@ from huggingface_hub import constants
 from huggingface_hub.utils import _http as hf_http
 
 from rigdeck.core.errors import HubError
-from rigdeck.core.models.hub import Hub, HubFilePart, group_files
-from rigdeck.core.models.quant_names import quant_from_file_type, quant_from_filename
+from rigdeck.core.models.format.quant_names import quant_from_file_type, quant_from_filename
+from rigdeck.core.models.sources.hub import Hub, HubFilePart, group_files
 from rigdeck.core.secrets import Secret
 from tests.support.fake_hub import FakeHub
 

@@ -12,8 +12,8 @@ import pytest
 from huggingface_hub import constants, hf_hub_download, scan_cache_dir
 
 from rigdeck.core.errors import HubError
-from rigdeck.core.models.catalog import discover
-from rigdeck.core.models.hub import Cancelled, DownloadProgress, Hub, HubFile
+from rigdeck.core.models.sources.hub import Cancelled, DownloadProgress, Hub, HubFile
+from rigdeck.core.models.sources.local import discover
 from rigdeck.core.secrets import Secret
 from tests.support.fake_hub import FakeHub
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from rigdeck.core.errors import HubError
-from rigdeck.core.models.catalog import demo_model_path
-from rigdeck.core.models.gguf import ByteSource, read_gguf, read_header
-from rigdeck.core.models.hub import Cancelled, HttpRangeSource, Hub
+from rigdeck.core.models.format.gguf import ByteSource, read_gguf, read_header
+from rigdeck.core.models.sources.hub import Cancelled, HttpRangeSource, Hub
+from rigdeck.core.models.sources.local import demo_model_path
 from tests.support.fake_hub import FakeHub
 
 MiB = 1024 * 1024

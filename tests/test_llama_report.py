@@ -8,14 +8,14 @@ import pytest
 from support.gguf_factory import write_model
 
 from rigdeck.core.errors import RunError
-from rigdeck.core.models.gguf import read_gguf
-from rigdeck.core.models.llama_report import (
+from rigdeck.core.models.format.gguf import read_gguf
+from rigdeck.core.models.format.model_info import ModelInfo
+from rigdeck.core.models.run.alloc_report import (
     ReportRequest,
     _logged_buffers,
     breakdown_abi_supported,
     llama_report,
 )
-from rigdeck.core.models.model_info import ModelInfo
 
 pytest.importorskip("llama_cpp")
 MiB = 1 << 20

@@ -8,8 +8,8 @@ import pytest
 from support.gguf_factory import FULL_PRESETS, write_model
 
 from rigdeck.core.errors import FitError
-from rigdeck.core.models.gguf import GGUFHeader, read_gguf
-from rigdeck.core.models.model_info import ModelInfo
+from rigdeck.core.models.format.gguf import GGUFHeader, read_gguf
+from rigdeck.core.models.format.model_info import ModelInfo
 
 DEMO = (
     Path(__file__).resolve().parents[1]

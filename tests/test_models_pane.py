@@ -11,13 +11,14 @@ from huggingface_hub.utils import _http as hf_http
 from rich.text import Text
 from textual.widgets import DataTable, Static
 
-from rigdeck.core.models import catalog
-from rigdeck.core.models.budget import budget_from_snapshot
-from rigdeck.core.models.fit import RunSettings, fit
-from rigdeck.core.models.gguf import read_gguf
-from rigdeck.core.models.model_info import ModelInfo
-from rigdeck.core.models.run_history import RunHistory, RunRecord
-from rigdeck.core.models.speed import CpuCalibration
+from rigdeck.core.models.fit.budget import budget_from_snapshot
+from rigdeck.core.models.fit.engine import fit
+from rigdeck.core.models.fit.settings import RunSettings
+from rigdeck.core.models.fit.speed import CpuCalibration
+from rigdeck.core.models.format.gguf import read_gguf
+from rigdeck.core.models.format.model_info import ModelInfo
+from rigdeck.core.models.run.history import RunHistory, RunRecord
+from rigdeck.core.models.sources import local as catalog
 from rigdeck.tui.panes.chat import ChatPane
 from rigdeck.tui.panes.models import ModelsPane
 from rigdeck.tui.widgets.fit_detail import FitDetailScreen

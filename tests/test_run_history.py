@@ -8,7 +8,7 @@ import pytest
 
 from rigdeck.core.errors import RigdeckError
 from rigdeck.core.machine import fingerprint
-from rigdeck.core.models.run_history import SCHEMA_VERSION, RunHistory, RunRecord
+from rigdeck.core.models.run.history import SCHEMA_VERSION, RunHistory, RunRecord
 
 SETTINGS = {"gpu_layers": 0, "n_ctx": 512, "type_k": "f16", "type_v": "f16", "flash_attn": False}
 

@@ -7,15 +7,11 @@ from pathlib import Path
 import pytest
 
 from rigdeck.core.errors import RunError
-from rigdeck.core.models.runner import (
-    LoadError,
-    RunPlan,
-    _split_stop,
-    llama_available,
-    load_model,
-    next_plans_down,
-    parse_buffer_sizes,
-)
+from rigdeck.core.models.run.llama_glue import llama_available
+from rigdeck.core.models.run.llama_log import parse_buffer_sizes
+from rigdeck.core.models.run.loader import load_model
+from rigdeck.core.models.run.plan import LoadError, RunPlan, next_plans_down
+from rigdeck.core.models.run.session import _split_stop
 
 
 def test_plan_rejects_unknown_kv_type_in_one_line() -> None:

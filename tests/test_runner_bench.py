@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 
 from rigdeck.core.errors import RunError
-from rigdeck.core.models.bench import bench_model
-from rigdeck.core.models.run_history import RunHistory
-from rigdeck.core.models.runner import RunPlan, demo_model_path, llama_available
+from rigdeck.core.models.run.bench import bench_model
+from rigdeck.core.models.run.history import RunHistory
+from rigdeck.core.models.run.llama_glue import llama_available
+from rigdeck.core.models.run.plan import RunPlan
+from rigdeck.core.models.sources.local import demo_model_path
 
 MODEL = demo_model_path()
 pytestmark = [

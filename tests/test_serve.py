@@ -13,9 +13,11 @@ from urllib.parse import urlparse
 import pytest
 
 from rigdeck.core.errors import RunError
-from rigdeck.core.models import serve
-from rigdeck.core.models.runner import RunPlan, demo_model_path, llama_available
-from rigdeck.core.models.serve import ServeHandle, server_command, start_server
+from rigdeck.core.models.run import serve
+from rigdeck.core.models.run.llama_glue import llama_available
+from rigdeck.core.models.run.plan import RunPlan
+from rigdeck.core.models.run.serve import ServeHandle, server_command, start_server
+from rigdeck.core.models.sources.local import demo_model_path
 
 MODEL = demo_model_path()
 

@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 from rigdeck.core.errors import FitError
 
 if TYPE_CHECKING:
-    from rigdeck.core.models.fit import HardwareBudget, Placement
-    from rigdeck.core.models.fit_report import FitResult
-    from rigdeck.core.models.target import FailedModel, Target
+    from rigdeck.core.models.fit.budget import HardwareBudget
+    from rigdeck.core.models.fit.placement import Placement
+    from rigdeck.core.models.fit.report import FitResult
+    from rigdeck.core.models.sources.target import FailedModel, Target
 
 EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
 KV_CHOICES = ("f16", "q8_0", "q4_0")
@@ -83,8 +84,8 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_fit(args: argparse.Namespace, settings: Any) -> int:
-    from rigdeck.core.models.fit_report import fit_all, run_settings
-    from rigdeck.core.models.target import FailedModel, parse_target, resolve, total_cost
+    from rigdeck.core.models.fit.report import fit_all, run_settings
+    from rigdeck.core.models.sources.target import FailedModel, parse_target, resolve, total_cost
 
     if args.ctx is not None and args.ctx < 0:
         raise FitError(f"--ctx {args.ctx}: a context length is 0 (the model's own) or more")
@@ -138,7 +139,7 @@ def _quiet_hub() -> None:
 
 
 def _sizes(args: argparse.Namespace) -> tuple[list[int] | None, int | None]:
-    from rigdeck.core.models.budget import parse_size, parse_vram_list
+    from rigdeck.core.models.fit.budget import parse_size, parse_vram_list
 
     vram = None if args.vram is None else _flag("--vram", parse_vram_list, args.vram)
     ram = None if args.ram is None else _flag("--ram", parse_size, args.ram)
@@ -156,8 +157,8 @@ def _budget(
     vram: list[int] | None, ram: int | None, args: argparse.Namespace, *, quiet: bool
 ) -> tuple[HardwareBudget, str]:
     """This machine from one telemetry reading, with typed sizes laid over it."""
-    from rigdeck.core.models import speed
-    from rigdeck.core.models.budget import budget_from_snapshot, with_sizes
+    from rigdeck.core.models.fit import speed
+    from rigdeck.core.models.fit.budget import budget_from_snapshot, with_sizes
     from rigdeck.core.telemetry.sampler import TelemetrySampler
 
     sampler = TelemetrySampler(watched=[])
@@ -188,13 +189,8 @@ def _json(
     hypo: dict[str, bool],
     cost: Any,
 ) -> dict[str, Any]:
-    from rigdeck.core.models.fit_report import (
-        budget_json,
-        cost_json,
-        failed_json,
-        result_json,
-    )
-    from rigdeck.core.models.target import FailedModel
+    from rigdeck.core.models.fit.report import budget_json, cost_json, failed_json, result_json
+    from rigdeck.core.models.sources.target import FailedModel
 
     rows = [failed_json(r) if isinstance(r, FailedModel) else result_json(r) for r in results]
     machine = budget_json(budget, **hypo)
@@ -290,7 +286,7 @@ def _print(
     args: argparse.Namespace,
     requested_fa: bool | None,
 ) -> None:
-    from rigdeck.core.models.target import FailedModel
+    from rigdeck.core.models.sources.target import FailedModel
     from rigdeck.tui.cli import _console
 
     console = _console()
@@ -401,7 +397,7 @@ def _print_repo(
     from rich.markup import escape
     from rich.table import Table
 
-    from rigdeck.core.models.target import FailedModel
+    from rigdeck.core.models.sources.target import FailedModel
 
     fitted = [r for r in results if not isinstance(r, FailedModel)]
     first = fitted[0]

@@ -111,7 +111,7 @@ def _note(text: str) -> None:
 
 
 def _run_settings(args: argparse.Namespace, settings: Any) -> Any:
-    from rigdeck.core.models.fit import RunSettings
+    from rigdeck.core.models.fit.settings import RunSettings
 
     models = settings.models
     kv = args.kv or models.kv_type
@@ -223,8 +223,9 @@ def _prompt(args: argparse.Namespace) -> str:
 
 
 def cmd_run(args: argparse.Namespace, settings: Any) -> int:
-    from rigdeck.core.models.run_history import RunHistory
-    from rigdeck.core.models.runner import ChatMessage, LoadError, Sampling, load_model
+    from rigdeck.core.models.run.history import RunHistory
+    from rigdeck.core.models.run.loader import load_model
+    from rigdeck.core.models.run.plan import ChatMessage, LoadError, Sampling
 
     if args.max_tokens < 1:
         raise RigdeckError(f"-n must be at least 1, not {args.max_tokens}")
@@ -303,7 +304,7 @@ def _record_served(planned: Any, handle: Any, ready_s: float) -> int | None:
     import psutil
 
     from rigdeck.core.machine import fingerprint, process_gpu_memory_bytes
-    from rigdeck.core.models.run_history import RunHistory, RunRecord
+    from rigdeck.core.models.run.history import RunHistory, RunRecord
 
     plan = planned.plan
     try:
@@ -354,7 +355,7 @@ def _raise_interrupt(_signum: int, _frame: Any) -> None:
 def cmd_serve(args: argparse.Namespace, settings: Any) -> int:
     from urllib.parse import urlsplit
 
-    from rigdeck.core.models.serve import port_in_use, start_server
+    from rigdeck.core.models.run.serve import port_in_use, start_server
 
     planned = _launch(args, settings)
     if planned is None:
@@ -430,9 +431,9 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int
 
 
 def cmd_bench(args: argparse.Namespace, settings: Any) -> int:
-    from rigdeck.core.models.bench import bench_model
-    from rigdeck.core.models.run_history import RunHistory
-    from rigdeck.core.models.runner import LoadError
+    from rigdeck.core.models.run.bench import bench_model
+    from rigdeck.core.models.run.history import RunHistory
+    from rigdeck.core.models.run.plan import LoadError
 
     for flag, value, low in (
         ("-p", args.n_prompt, 0),

@@ -16,12 +16,15 @@ from pathlib import Path
 from typing import Literal
 
 from rigdeck.core.errors import RigdeckError
-from rigdeck.core.models.catalog import LocalModel
-from rigdeck.core.models.fit import HardwareBudget, Placement, RunSettings, fit
-from rigdeck.core.models.gguf import join_split, read_gguf, read_header
-from rigdeck.core.models.hub import Hub, HubFile
-from rigdeck.core.models.model_info import ModelInfo
-from rigdeck.core.models.run_history import RunRecord
+from rigdeck.core.models.fit.budget import HardwareBudget
+from rigdeck.core.models.fit.engine import fit
+from rigdeck.core.models.fit.placement import Placement
+from rigdeck.core.models.fit.settings import RunSettings
+from rigdeck.core.models.format.gguf import join_split, read_gguf, read_header
+from rigdeck.core.models.format.model_info import ModelInfo
+from rigdeck.core.models.run.history import RunRecord
+from rigdeck.core.models.sources.hub import Hub, HubFile
+from rigdeck.core.models.sources.local import LocalModel
 from rigdeck.core.units import format_bytes
 
 # 0 stands for the model's own training context ("max").

@@ -14,11 +14,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rigdeck.core.errors import ModelFileError
-from rigdeck.core.models import catalog, speed
-from rigdeck.core.models.budget import budget_from_snapshot, default_threads, plan_from_placement
-from rigdeck.core.models.fit import HardwareBudget, Placement, RunSettings, fit
-from rigdeck.core.models.model_info import ModelInfo
-from rigdeck.core.models.runner import RunPlan
+from rigdeck.core.models.fit import speed
+from rigdeck.core.models.fit.budget import HardwareBudget, budget_from_snapshot, default_threads
+from rigdeck.core.models.fit.engine import fit
+from rigdeck.core.models.fit.placement import Placement
+from rigdeck.core.models.fit.settings import RunSettings
+from rigdeck.core.models.format.model_info import ModelInfo
+from rigdeck.core.models.run.plan import RunPlan, plan_from_placement
+from rigdeck.core.models.sources import local as catalog
 
 DEMO = "demo"
 # How many candidates an ambiguous or unknown name lists: enough to spot the right one.
@@ -141,7 +144,7 @@ def model_info(path: str | os.PathLike[str]) -> ModelInfo:
     Read the way `rigdeck fit` reads it (split parts, the quant label from the file name), so
     both commands describe the same model.
     """
-    from rigdeck.core.models.target import load_local
+    from rigdeck.core.models.sources.target import load_local
 
     return load_local(path).info
 

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from rigdeck.core.models.ggml_types import FILE_TYPE_IDS, GGML_TYPES, type_by_name
+from rigdeck.core.models.format.ggml_types import FILE_TYPE_IDS, GGML_TYPES, type_by_name
 
 # GGUF value types (kept local: the factory must not depend on the reader it tests).
 UINT8, INT8, UINT16, INT16, UINT32, INT32, FLOAT32, BOOL, STRING, ARRAY, UINT64, INT64, FLOAT64 = (

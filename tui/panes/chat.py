@@ -26,9 +26,8 @@ from textual.widgets.markdown import MarkdownStream
 from textual.worker import get_current_worker
 
 from rigdeck.core.errors import RigdeckError
-from rigdeck.core.models.budget import plan_from_placement
-from rigdeck.core.models.catalog import demo_model_path
-from rigdeck.core.models.chat_support import (
+from rigdeck.core.models.fit.placement import Placement
+from rigdeck.core.models.run.chat_support import (
     chats_dir,
     conversation_path,
     describe_sampling,
@@ -37,19 +36,18 @@ from rigdeck.core.models.chat_support import (
     progress_text,
     reply_line,
 )
-from rigdeck.core.models.fit import Placement
-from rigdeck.core.models.run_history import RunHistory
-from rigdeck.core.models.runner import (
-    ChatSession,
-    Generation,
+from rigdeck.core.models.run.history import RunHistory
+from rigdeck.core.models.run.loader import load_model
+from rigdeck.core.models.run.plan import (
     GenerationStats,
     LoadCancelled,
-    LoadedModel,
     LoadError,
     RunPlan,
-    load_model,
+    plan_from_placement,
 )
-from rigdeck.core.models.serve import ServeHandle, start_server
+from rigdeck.core.models.run.serve import ServeHandle, start_server
+from rigdeck.core.models.run.session import ChatSession, Generation, LoadedModel
+from rigdeck.core.models.sources.local import demo_model_path
 from rigdeck.core.telemetry.snapshot import Snapshot
 from rigdeck.tui.widgets.chat_message import ChatMessageView
 from rigdeck.tui.widgets.chat_options import ChatOptions

@@ -24,9 +24,10 @@ from textual.widgets import DataTable, Input, ProgressBar, Static
 from rigdeck.core.errors import RigdeckError
 from rigdeck.core.models import browser
 from rigdeck.core.models.browser import Controls, FittedRow, HubSearch, ModelRow
-from rigdeck.core.models.fit import HardwareBudget, Placement
-from rigdeck.core.models.hub import Cancelled, DownloadProgress, Hub
-from rigdeck.core.models.speed import CpuCalibration
+from rigdeck.core.models.fit.budget import HardwareBudget
+from rigdeck.core.models.fit.placement import Placement
+from rigdeck.core.models.fit.speed import CpuCalibration
+from rigdeck.core.models.sources.hub import Cancelled, DownloadProgress, Hub
 from rigdeck.core.telemetry.snapshot import Snapshot
 from rigdeck.core.units import format_bytes
 from rigdeck.tui.widgets.fit_detail import VERDICT_STYLES, FitDetailScreen
@@ -42,7 +43,7 @@ _NAME_WIDTH = 32
 
 
 def _default_calibration() -> CpuCalibration | None:
-    from rigdeck.core.models.speed import load_or_measure_cpu
+    from rigdeck.core.models.fit.speed import load_or_measure_cpu
 
     try:
         return load_or_measure_cpu()
@@ -291,7 +292,7 @@ class ModelsPane(Vertical):
     def _update_budget(self, *, force: bool = False) -> None:
         if self.snapshot is None or not self.scanned:
             return
-        from rigdeck.core.models.budget import budget_from_snapshot
+        from rigdeck.core.models.fit.budget import budget_from_snapshot
 
         budget = budget_from_snapshot(self.snapshot, calibration=self.calibration)
         self._budget = budget
@@ -307,8 +308,8 @@ class ModelsPane(Vertical):
     # -- scanning --------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="models-scan", exit_on_error=False)
     def _scan(self) -> None:
-        from rigdeck.core.models.catalog import discover
-        from rigdeck.core.models.run_history import RunHistory
+        from rigdeck.core.models.run.history import RunHistory
+        from rigdeck.core.models.sources.local import discover
 
         calibration = self.calibration or self._calibrate()
         error = None

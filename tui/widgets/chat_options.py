@@ -6,8 +6,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Label, TextArea
 
-from rigdeck.core.models.chat_support import parse_sampling
-from rigdeck.core.models.runner import Sampling
+from rigdeck.core.models.run.chat_support import parse_sampling
+from rigdeck.core.models.run.plan import Sampling
 
 
 class ChatOptions(Vertical):

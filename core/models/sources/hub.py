@@ -47,7 +47,7 @@ from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import WeakFileLock, build_hf_headers, get_session, hf_raise_for_status
 
 from rigdeck.core.errors import HubError
-from rigdeck.core.models.quant_names import (
+from rigdeck.core.models.format.quant_names import (
     group_split_parts,
     is_projector,
     model_stem,

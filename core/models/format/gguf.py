@@ -26,7 +26,7 @@ from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
 from rigdeck.core.errors import ModelFileError
-from rigdeck.core.models.ggml_types import GGML_MAX_DIMS, GGML_TYPES
+from rigdeck.core.models.format.ggml_types import GGML_MAX_DIMS, GGML_TYPES
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)

@@ -9,7 +9,7 @@ figures are returned.
 
 Everything runs in a child process: llama.cpp's logger is process-global (capturing it would
 silence a runner in the same process) and a failed assertion inside llama.cpp aborts the whole
-process. The parent gets one JSON document back; ``python -m rigdeck.core.models.llama_report``
+process. The parent gets one JSON document back; ``python -m rigdeck.core.models.run.alloc_report``
 is that child.
 """
 
@@ -151,7 +151,7 @@ def llama_report(
     Raises RunError (one line) when llama.cpp refuses the model or the child dies.
     """
     payload = json.dumps(asdict(request))
-    cmd = [python or sys.executable, "-m", "rigdeck.core.models.llama_report"]
+    cmd = [python or sys.executable, "-m", "rigdeck.core.models.run.alloc_report"]
     try:
         proc = subprocess.run(
             cmd, input=payload, capture_output=True, text=True, timeout=timeout_s, check=False

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-from rigdeck.core.models.ggml_types import file_type_name
+from rigdeck.core.models.format.ggml_types import file_type_name
 
 T = TypeVar("T")
 

@@ -14,13 +14,16 @@ from pathlib import Path
 
 from rigdeck.core.config import ModelSettings
 from rigdeck.core.errors import RunError
-from rigdeck.core.models.budget import budget_from_snapshot, plan_from_placement
-from rigdeck.core.models.fit import Placement, RunSettings, fit
-from rigdeck.core.models.runner import (
+from rigdeck.core.models.fit.budget import budget_from_snapshot
+from rigdeck.core.models.fit.engine import fit
+from rigdeck.core.models.fit.placement import Placement
+from rigdeck.core.models.fit.settings import RunSettings
+from rigdeck.core.models.run.plan import (
     GenerationStats,
     LoadStats,
     RunPlan,
     Sampling,
+    plan_from_placement,
 )
 from rigdeck.core.telemetry.snapshot import Snapshot
 from rigdeck.core.units import format_bytes
@@ -59,15 +62,15 @@ def fit_here(
     Without a machine reading yet there is no budget to fit against: the model is loaded on
     the CPU with the configured context and no prediction, and the note says so.
     """
-    from rigdeck.core.models.gguf import read_gguf
-    from rigdeck.core.models.model_info import ModelInfo
+    from rigdeck.core.models.format.gguf import read_gguf
+    from rigdeck.core.models.format.model_info import ModelInfo
 
     settings = run_settings(models)
     info = ModelInfo.from_header(read_gguf(path))
     if snapshot is None:
         plan = RunPlan(str(path), n_ctx=models.context)
         return FittedPlan(plan, None, "no machine reading yet: CPU only, no prediction")
-    from rigdeck.core.models.speed import load_or_measure_cpu
+    from rigdeck.core.models.fit.speed import load_or_measure_cpu
 
     budget = budget_from_snapshot(snapshot, calibration=load_or_measure_cpu())
     placement = fit(info, budget, settings)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from rigdeck.core.models.quant_names import (
+from rigdeck.core.models.format.quant_names import (
     group_split_parts,
     is_projector,
     model_stem,

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from rigdeck.core.errors import RunError
-from rigdeck.core.models.runner import GGML_KV_TYPES, RunPlan, explain_load_failure
+from rigdeck.core.models.run.llama_log import explain_load_failure
+from rigdeck.core.models.run.plan import GGML_KV_TYPES, RunPlan
 
 # import name -> distribution name, of what `pip install 'llama-cpp-python[server]'` brings.
 SERVER_PACKAGES: dict[str, str] = {

@@ -1,22 +1,79 @@
-"""Where a fit's HardwareBudget comes from: this machine's latest Snapshot, or sizes a user typed.
-
-Also the one bridge from a fit's Placement to the runner's RunPlan, so the models pane, the chat
-pane and the CLI all load a model exactly the way the fit placed it.
-"""
+"""What a fit may use, and where that comes from: this machine's latest Snapshot, sizes a user
+typed, or a cloud offer."""
 
 from __future__ import annotations
 
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 from rigdeck.core.errors import FitError
-from rigdeck.core.models import speed
-from rigdeck.core.models.fit import GpuBudget, HardwareBudget, Placement
-from rigdeck.core.models.runner import RunPlan
+from rigdeck.core.models.fit import speed
 from rigdeck.core.telemetry.snapshot import Snapshot
+
+# llama.cpp repacks these weight types for faster CPU matmuls (x86 AVX2 / Arm dot-product).
+DEFAULT_CPU_REPACK_TYPES = frozenset({"Q4_0", "Q4_K", "IQ4_NL", "MXFP4"})
+
+
+@dataclass(frozen=True)
+class GpuBudget:
+    index: int
+    name: str
+    total_bytes: int
+    free_bytes: int
+    bandwidth_bytes_per_s: float | None = None
+    compute_capability: tuple[int, int] | None = None
+    flops: float | None = None
+    """Dense fp16 FLOP/s; None: from the name table."""
+
+
+@dataclass(frozen=True)
+class HardwareBudget:
+    gpus: tuple[GpuBudget, ...]
+    ram_total_bytes: int
+    ram_available_bytes: int
+    cpu_threads: int
+    cpu_bandwidth_bytes_per_s: float | None = None
+    """Read bandwidth with `cpu_threads` threads (speed.measure_cpu); None: a typical guess."""
+    cpu_flops: float | None = None
+    """llama.cpp prompt FLOP/s on the CPU (CpuCalibration.prompt_flops()); None: a guess."""
+    cpu_repack_types: frozenset[str] = DEFAULT_CPU_REPACK_TYPES
+    name: str = "this machine"
+
+    @classmethod
+    def hypothetical(
+        cls,
+        *,
+        ram_bytes: int,
+        gpus: Sequence[tuple[str, int]] = (),
+        cpu_threads: int = 8,
+        cpu_bandwidth_bytes_per_s: float | None = None,
+        name: str = "hypothetical machine",
+    ) -> HardwareBudget:
+        """A machine described by sizes alone (an upgrade, a cloud offer): all memory free.
+
+        ``gpus`` is (name, VRAM bytes) per GPU; bandwidth and FLOPs come from the name table.
+        """
+        cards = tuple(
+            GpuBudget(
+                index=i,
+                name=gname,
+                total_bytes=vram,
+                free_bytes=vram,
+                bandwidth_bytes_per_s=speed.gpu_spec(gname)[0],
+            )
+            for i, (gname, vram) in enumerate(gpus)
+        )
+        return cls(
+            gpus=cards,
+            ram_total_bytes=ram_bytes,
+            ram_available_bytes=ram_bytes,
+            cpu_threads=cpu_threads,
+            cpu_bandwidth_bytes_per_s=cpu_bandwidth_bytes_per_s,
+            name=name,
+        )
+
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)?\s*$", re.IGNORECASE)
 _SCALE = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -120,33 +177,3 @@ def parse_vram_list(text: str) -> list[int]:
     if text.strip().lower() in {"0", "none", ""}:
         return []
     return [parse_size(part) for part in text.split(",")]
-
-
-def plan_from_placement(
-    model_path: str | os.PathLike[str], placement: Placement, *, threads: int | None = None
-) -> RunPlan:
-    """The runner's plan for exactly what the fit placed, carrying its predictions along."""
-    s = placement.settings
-    gpu_layers = placement.gpu_layers
-    if placement.total_layers and gpu_layers >= placement.total_layers:
-        gpu_layers = -1
-    # None is llama.cpp's "auto", which the fit resolves to on for CPU and CUDA.
-    flash = True if s.flash_attn is None else s.flash_attn
-    return RunPlan(
-        model_path=str(Path(model_path)),
-        gpu_layers=gpu_layers,
-        n_ctx=s.n_ctx,
-        type_k=s.type_k,  # type: ignore[arg-type]
-        type_v=s.type_v,  # type: ignore[arg-type]
-        flash_attn=flash,
-        n_threads=threads or s.n_threads,
-        n_batch=s.n_batch,
-        n_ubatch=s.n_ubatch,
-        n_cpu_moe=placement.n_cpu_moe,
-        tensor_split=placement.tensor_split,
-        swa_full=s.swa_full,
-        predicted_vram_bytes=placement.gpu_bytes or None,
-        predicted_ram_bytes=placement.host_bytes,
-        predicted_prompt_tps=placement.prompt_tps or None,
-        predicted_decode_tps=placement.decode_tps or None,
-    )

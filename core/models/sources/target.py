@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rigdeck.core.errors import FitError, HubError, ModelFileError, RigdeckError
-from rigdeck.core.models.gguf import GGUFHeader, join_split, read_gguf, read_header
-from rigdeck.core.models.model_info import ModelInfo
-from rigdeck.core.models.quant_names import quant_from_filename, split_part
+from rigdeck.core.models.format.gguf import GGUFHeader, join_split, read_gguf, read_header
+from rigdeck.core.models.format.model_info import ModelInfo
+from rigdeck.core.models.format.quant_names import quant_from_filename, split_part
 
 if TYPE_CHECKING:  # the Hub client pulls in huggingface_hub; local fits never need it
-    from rigdeck.core.models.hub import Hub, HubFile
+    from rigdeck.core.models.sources.hub import Hub, HubFile
 
 HF_PREFIX = "hf:"
 # The Hub's own rule for owner and repo names (huggingface_hub validates the same way).
@@ -288,7 +288,7 @@ def resolve(
 
 
 def _default_hub() -> Hub:
-    from rigdeck.core.models.hub import Hub
+    from rigdeck.core.models.sources.hub import Hub
 
     return Hub.from_env()
 

@@ -12,8 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from rigdeck.core.errors import FitError
-from rigdeck.core.models.fit import HardwareBudget, Placement, RunSettings, fit, placement_to_json
-from rigdeck.core.models.target import FailedModel, RemoteCost, Resolved, ResolvedModel
+from rigdeck.core.models.fit.budget import HardwareBudget
+from rigdeck.core.models.fit.engine import fit
+from rigdeck.core.models.fit.placement import Placement
+from rigdeck.core.models.fit.settings import RunSettings
+from rigdeck.core.models.sources.target import FailedModel, RemoteCost, Resolved, ResolvedModel
 
 _FLASH = {"auto": None, "on": True, "off": False, "true": True, "false": False}
 
@@ -164,4 +167,42 @@ def failed_json(f: FailedModel) -> dict[str, Any]:
         "fits": False,
         "verdict": None,
         "error": f.error,
+    }
+
+
+def placement_to_json(p: Placement) -> dict[str, object]:
+    return {
+        "fits": p.fits,
+        "verdict": p.verdict,
+        "gpu_layers": p.gpu_layers,
+        "total_layers": p.total_layers,
+        "devices": [
+            {
+                "kind": d.kind,
+                "name": d.name,
+                "budget_bytes": d.budget_bytes,
+                "weights_bytes": d.weights_bytes,
+                "kv_bytes": d.kv_bytes,
+                "compute_bytes": d.compute_bytes,
+                "other_bytes": d.other_bytes,
+                "total_bytes": d.total_bytes,
+            }
+            for d in p.devices
+        ],
+        "predicted": {"prompt_tps": round(p.prompt_tps, 2), "decode_tps": round(p.decode_tps, 2)},
+        "why": p.why,
+        "suggestions": [
+            {
+                "label": s.label,
+                "kind": s.kind,
+                "fits": s.fits,
+                "verdict": s.verdict,
+                "gpu_layers": s.gpu_layers,
+                "predicted": {
+                    "prompt_tps": round(s.prompt_tps, 2),
+                    "decode_tps": round(s.decode_tps, 2),
+                },
+            }
+            for s in p.suggestions
+        ],
     }

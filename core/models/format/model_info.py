@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from rigdeck.core.errors import FitError
-from rigdeck.core.models.quant_names import quant_from_file_type
+from rigdeck.core.models.format.quant_names import quant_from_file_type
 
 # Architectures whose SWA layers llama.cpp derives from a pattern when the file has none:
 # arch -> (default window, default period, dense layer first in each period).

@@ -17,14 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from rigdeck.core.errors import RigdeckError, RunError
-from rigdeck.core.models.run_history import RunHistory
-from rigdeck.core.models.runner import (
-    LoadedModel,
-    LoadStats,
-    ProgressCallback,
-    RunPlan,
-    load_model,
-)
+from rigdeck.core.models.run.history import RunHistory
+from rigdeck.core.models.run.loader import load_model
+from rigdeck.core.models.run.plan import LoadStats, ProgressCallback, RunPlan
+from rigdeck.core.models.run.session import LoadedModel
 
 # Called with (test name, repetition done, repetitions): "pp512", 3, 5.
 BenchProgress = Callable[[str, int, int], None]

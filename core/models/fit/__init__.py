@@ -1,0 +1,1 @@
+"""Will it run here, and how: settings, budget, layout, speed, explanations, reports."""

@@ -1,0 +1,1 @@
+"""Running a fitted model: plan, llama.cpp glue, sessions, serve, bench, history."""
