@@ -38,7 +38,8 @@ def load_pynvml() -> ModuleType | None:
         import pynvml
     except ImportError:
         return None
-    return pynvml
+    module: ModuleType = pynvml
+    return module
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,8 @@ class NvmlReader:
     """
 
     def __init__(self, library: ModuleType | Any | None = None, *, read_processes: bool = True):
-        self._nv = library if library is not None else load_pynvml()
+        # The binding's functions are looked up by name at run time: typed as Any on purpose.
+        self._nv: Any = library if library is not None else load_pynvml()
         self._read_processes = read_processes
         self._lock = threading.Lock()
         self._initialised = False

@@ -263,7 +263,7 @@ class TelemetrySampler:
             physical_cores=self._physical,
             freq_mhz=freq.current if freq else None,
             freq_max_mhz=(freq.max or None) if freq else None,
-            load_avg=tuple(load) if load else None,  # type: ignore[arg-type]
+            load_avg=tuple(load) if load else None,
             model=self._cpu_model,
         )
 
@@ -305,14 +305,14 @@ class TelemetrySampler:
                 by_device[dev] = (str(existing), [])
             by_device[dev][1].append(label)
         disks = []
-        for path, labels in by_device.values():
+        for mount_path, labels in by_device.values():
             try:
-                usage = psutil.disk_usage(path)
+                usage = psutil.disk_usage(mount_path)
             except OSError:
                 continue
             disks.append(
                 DiskStats(
-                    mount=_mount_point(path),
+                    mount=_mount_point(mount_path),
                     labels=tuple(labels),
                     total=usage.total,
                     used=usage.used,
@@ -352,7 +352,7 @@ def _busy_percent(before: Any, after: Any) -> float:
     if total <= 0:
         return 0.0
     busy = total - deltas["idle"] - deltas.get("iowait", 0.0)
-    return min(max(100.0 * busy / total, 0.0), 100.0)
+    return float(min(max(100.0 * busy / total, 0.0), 100.0))
 
 
 def _user_name(uid: int) -> str | None:
