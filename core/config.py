@@ -118,6 +118,13 @@ class EconomicsSettings:
         "Your cloud spend per month, when the ledger has less than 30 days (0: use the ledger).",
         default=0.0,
     )
+    upgrades: Mapping[str, str] = _doc(
+        "Upgrades you are weighing, name = price in your currency, e.g. "
+        '{ "ram +96G" = "250", "gpu RTX 4090" = "1800" }. A name is ram +SIZE (added), '
+        "ram SIZE (new total), gpu NAME [SIZE] (replaces your GPUs) or gpu +NAME (added); "
+        "a price may add a resale value: \"1800 resale 900\".",
+        default_factory=dict,
+    )
 
 
 @dataclass(frozen=True)
@@ -210,7 +217,8 @@ def load_settings(
     for section, cls in SECTIONS.items():
         for f in fields(cls):
             raw = env.get(f"{ENV_PREFIX}{section.upper()}_{f.name.upper()}")
-            if raw is not None and f.name != "keymap":
+            # Tables (keymap, upgrades) come from the file only: one env string cannot hold one.
+            if raw is not None and not isinstance(_default_of(section, f.name), Mapping):
                 values[section][f.name] = _coerce_env(section, f.name, f.default, raw)
     for dotted, value in (overrides or {}).items():
         if value is None:
@@ -222,7 +230,7 @@ def load_settings(
     return Settings(
         config_path=config_path,
         warnings=tuple(warnings),
-        **built,  # type: ignore[arg-type]
+        **built,
     )
 
 
