@@ -74,7 +74,7 @@ class HostKeyStore:
         )
 
 
-class PinOnFirstContact(paramiko.MissingHostKeyPolicy):
+class PinOnFirstContact(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
     """Accept and pin the key of an instance met for the first time; refuse any other case.
 
     Paramiko asks this policy only when it holds no key of the offered type for the host. If the

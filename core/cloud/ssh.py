@@ -388,7 +388,7 @@ class SshTarget:
     def file_size(self, path: str) -> int | None:
         with self._lock:
             try:
-                return self.sftp().stat(path).st_size
+                return int(self.sftp().stat(path).st_size or 0)
             except FileNotFoundError:
                 return None
             except SshError:

@@ -170,7 +170,8 @@ def _follow(
     assert proc.stdout is not None
     tail = bytearray()
     pending = b""
-    while chunk := proc.stdout.read1(65536):
+    fd = proc.stdout.fileno()
+    while chunk := os.read(fd, 65536):
         tail.extend(chunk)
         del tail[:-16384]  # --stats is the last thing rsync prints; keep only the end
         if on_progress is None:
@@ -236,7 +237,9 @@ def push(
     if chosen == "sftp":
         files = local_files(local, excludes, gitignore)
         start = time.monotonic()
-        count, size, literal = sftp_push(target, local, remote_dir, files, on_progress)
+        count, size, literal = sftp_push(
+            target, local, remote_dir, files, on_progress, bwlimit_kbps
+        )
         return SyncResult("sftp", count, size, literal, time.monotonic() - start)
     mkdir = target.run(f"mkdir -p {shlex.quote(remote_dir)}", timeout_s=30)
     if not mkdir.ok:
@@ -271,7 +274,7 @@ def pull(
     chosen = method or ("rsync" if remote_has_rsync(target) else "sftp")
     if chosen == "sftp":
         start = time.monotonic()
-        count, size, literal = sftp_pull(target, remote_path, local_dir, on_progress)
+        count, size, literal = sftp_pull(target, remote_path, local_dir, on_progress, bwlimit_kbps)
         return SyncResult("sftp", count, size, literal, time.monotonic() - start)
     argv = [
         *_rsync_base(target, bwlimit_kbps=bwlimit_kbps, compress=False),

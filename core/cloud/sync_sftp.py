@@ -50,6 +50,13 @@ class _Meter:
         self.last = 0.0
         self.on_progress = on_progress
 
+    def throttle(self, sent: int, limit_bytes_per_s: int | None) -> None:
+        """Hold back until ``sent`` bytes fit under the limit (rsync's --bwlimit, for SFTP)."""
+        if limit_bytes_per_s:
+            ahead = sent / limit_bytes_per_s - (time.monotonic() - self.start)
+            if ahead > 0:
+                time.sleep(ahead)
+
     def add(self, n: int, *, force: bool = False) -> None:
         from rigdeck.core.cloud.sync import SyncProgress
 
@@ -118,6 +125,7 @@ def sftp_push(
     remote_dir: str,
     files: Sequence[str],
     on_progress: Callable[[SyncProgress], None] | None,
+    bwlimit_kbps: int | None = None,
 ) -> tuple[int, int, int]:
     """Send ``files`` (relative to ``local``); (files sent, their bytes, bytes that crossed)."""
     try:
@@ -145,6 +153,7 @@ def sftp_push(
                     fout.write(block)
                     literal += len(block)
                     meter.add(len(block))
+                    meter.throttle(literal, bwlimit_kbps and bwlimit_kbps * 1024)
             sftp.utime(partial, (int(st.st_atime), int(st.st_mtime)))
             sftp.chmod(partial, stat.S_IMODE(st.st_mode))
             sftp.posix_rename(partial, dst)
@@ -171,6 +180,7 @@ def sftp_pull(
     remote_path: str,
     local_dir: Path,
     on_progress: Callable[[SyncProgress], None] | None,
+    bwlimit_kbps: int | None = None,
 ) -> tuple[int, int, int]:
     """Fetch a remote file, or a folder's contents (path ending in /), into ``local_dir``."""
     try:
@@ -204,6 +214,7 @@ def sftp_pull(
                     fout.write(block)
                     literal += len(block)
                     meter.add(len(block))
+                    meter.throttle(literal, bwlimit_kbps and bwlimit_kbps * 1024)
             os.utime(partial, (mtime, mtime))
             partial.chmod(stat.S_IMODE(mode))
             partial.replace(dst)
