@@ -136,6 +136,7 @@ def rent(
                 label=request.label,
                 detail="the create got no answer and no instance carries its label yet; "
                 "the next reconcile adopts it if it appears",
+                data={"released": True},
             )
             raise CreateUncertain(
                 f"the create labelled {request.label} got no answer and is not listed yet; it "

@@ -117,7 +117,9 @@ class LedgerReads:
 
     def rent_intents(self, *, unanswered_only: bool = False) -> list[RentIntent]:
         sql = (
-            "SELECT i.seq, i.at, i.label, i.data, o.ok AS ok, o.instance_id AS outcome_id"
+            "SELECT i.seq, i.at, i.label, i.data, o.ok AS ok, o.instance_id AS outcome_id,"
+            " EXISTS (SELECT 1 FROM events r WHERE r.kind = 'observed' AND r.action = 'rent'"
+            " AND r.label = i.label AND json_extract(r.data, '$.released')) AS released"
             " FROM events i LEFT JOIN events o ON o.kind = 'outcome' AND o.intent_seq = i.seq"
             " WHERE i.kind = 'intent' AND i.action = 'rent'"
         )
@@ -135,6 +137,7 @@ class LedgerReads:
                     data=json.loads(r["data"]),
                     outcome_ok=None if r["ok"] is None else bool(r["ok"]),
                     instance_id=r["outcome_id"],
+                    released=bool(r["released"]),
                 )
             )
         return out

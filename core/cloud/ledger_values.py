@@ -114,6 +114,8 @@ class RentIntent:
     outcome_ok: bool | None
     """None: no outcome yet (in flight, or its sender died)."""
     instance_id: int | None
+    released: bool = False
+    """Its sender gave up waiting (the create's answer was lost and the label not listed yet)."""
 
     @property
     def pid(self) -> int | None:

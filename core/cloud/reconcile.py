@@ -69,6 +69,11 @@ def _sender_alive(intent: RentIntent) -> bool:
     return True
 
 
+def _in_flight(intent: RentIntent, now: datetime) -> bool:
+    """A create that may still be on the wire: its sender still waits for the answer."""
+    return not intent.released and _sender_alive(intent) and now - intent.at < IN_FLIGHT_GRACE
+
+
 def _first_step(row: LedgerInstance) -> StateChange:
     return StateChange(row.id, row.created_at, row.state, row.dph, row.storage_dph)
 
@@ -187,9 +192,7 @@ def _apply(
                     "adopt", at=now, instance_id=inst.id, label=intent.label,
                     detail=f"a create recorded as failed did happen: instance {inst.id} adopted",
                 )  # fmt: skip
-        elif intent.outcome_ok is None and not (
-            _sender_alive(intent) and now - intent.at < IN_FLIGHT_GRACE
-        ):
+        elif intent.outcome_ok is None and not _in_flight(intent, now):
             tx.outcome(
                 intent.intent_seq, at=now, ok=False,
                 detail=f"never created: no instance labelled {intent.label} at the provider",
