@@ -153,7 +153,7 @@ def measure(
         memory_bandwidth_gbps=bandwidth,
         h2d_gbps=h2d,
         machine_key=machine_key or _machine_key(),
-        measured_at=datetime.now(UTC),
+        measured_at=datetime.now(UTC).replace(microsecond=0),  # as stored
         seconds=time.perf_counter() - started,
         threads=int(torch.get_num_threads()),
         torch_version=str(torch.__version__),
