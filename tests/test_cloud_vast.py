@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from support import vast_sim
+from support.vast_sim import boot
+
 from rigdeck.core.cloud.provider import RentRequest
-from support.vast_sim import boot, provider, sim  # noqa: F401
+
+sim, provider = vast_sim.sim, vast_sim.provider  # the fixtures, for the tests below
 
 
 def test_rent_list_show_destroy(sim, provider):

@@ -10,8 +10,9 @@ Use them by importing the fixtures into a test module (pytest finds them by name
         boot(sim)                        # simulated time past created -> loading -> running
         assert provider.instance(instance_id).state == "running"
 
-- `sim`: a started `Simulator` (in memory, seed 0, new instances spend 1 s created and 3 s
-  loading of *simulated* time: move it with `sim.advance(s)` or `boot(sim)`; nothing sleeps).
+- `sim`: a started `Simulator` (in memory, seed 0). Its clock stands still at the time the
+  test started: only `sim.advance(s)` (or `boot(sim)`) moves it, so phases and charges are
+  exact and nothing sleeps. New instances spend 1 s created and 3 s loading.
 - `provider`: a `VastProvider` (the real vastai SDK) pointed at `sim`, with short timeouts and
   backoff so fault tests finish quickly.
 - `TEST_API_KEY`: the key the provider sends; tests assert it never shows up in output.
@@ -19,6 +20,7 @@ Use them by importing the fixtures into a test module (pytest finds them by name
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -51,9 +53,19 @@ def boot(sim: Simulator) -> None:
     sim.advance(60.0)
 
 
+class FrozenClock:
+    """A clock that reads the wall-clock time of its creation, forever."""
+
+    def __init__(self) -> None:
+        self.at = time.time()
+
+    def __call__(self) -> float:
+        return self.at
+
+
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    with Simulator(seed=0, api_key=TEST_API_KEY) as simulator:
+    with Simulator(clock=FrozenClock(), seed=0, api_key=TEST_API_KEY) as simulator:
         yield simulator
 
 

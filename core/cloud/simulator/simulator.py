@@ -79,8 +79,12 @@ class Simulator:
             server.simulator = self
             self._server = server
             self._stopping.clear()
+            # A short poll lets stop() return at once instead of after half a second.
             self._thread = threading.Thread(
-                target=server.serve_forever, name="vast-simulator", daemon=True
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name="vast-simulator",
+                daemon=True,
             )
             self._thread.start()
         return self.url
