@@ -2,8 +2,7 @@
 
 The fit is asked only through `rigdeck.core.models.launch`, the one "fit this model on this
 budget" path every face uses, so the answer here is the answer `rigdeck fit` gives. This module
-is the thin adapter: ``launch`` has no named function for "fit a ModelInfo on a budget", so it
-uses the fit engine and budget type that ``launch`` itself imports.
+asks ``launch.fit_model`` for each model on the current budget and on the upgraded one.
 
 The upgraded machine is the current budget with its RAM or GPUs replaced, all of the new
 memory free, the way ``rigdeck fit --ram/--vram`` describes a hypothetical machine.
@@ -16,15 +15,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from rigdeck.core.economics.breakeven import Upgrade
-
-# launch imports these for its own use and does not list them in __all__; strict mypy wants an
-# explicit export, hence the ignore (see the module doc).
-from rigdeck.core.models.launch import (  # type: ignore[attr-defined]
+from rigdeck.core.models.launch import (
     HardwareBudget,
     ModelInfo,
-    Placement,
     RunSettings,
-    fit,
+    fit_model,
 )
 
 _RANK = {"none": 0, "cpu": 1, "partial": 2, "gpu": 3}
@@ -86,11 +81,6 @@ def upgraded_budget(upgrade: Upgrade, base: HardwareBudget) -> HardwareBudget:
         cards = tuple(replace(g, index=i) for i, g in enumerate((*kept, card)))
         budget = replace(budget, gpus=cards)
     return replace(budget, name=f"this machine with {upgrade.label}")
-
-
-def fit_model(model: ModelInfo, budget: HardwareBudget, settings: RunSettings) -> Placement:
-    """The one fit, through launch (the adapter the module doc describes)."""
-    return fit(model, budget, settings)
 
 
 def unlocks(
