@@ -7,14 +7,13 @@ import subprocess
 import textwrap
 import time
 from collections.abc import Iterator
-from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from rigdeck.core.cloud.host_keys import HostKeyChanged, HostKeyStore
-from rigdeck.core.cloud.provider import Instance
+from rigdeck.core.cloud.jobs.spec import parse_spec
+from rigdeck.core.cloud.provider import Instance, RentRequest
 from rigdeck.core.cloud.readiness import (
     PHASES,
     InstanceFailed,
@@ -22,10 +21,14 @@ from rigdeck.core.cloud.readiness import (
     ReadinessTimeout,
     wait_until_ready,
 )
+from rigdeck.core.cloud.simulator import Simulator
 from rigdeck.core.cloud.ssh import SshEndpoint, SshLinkLost, SshTarget, SshTimeout
+from rigdeck.core.cloud.ssh_jobs import SshJobTarget
 from rigdeck.core.cloud.ssh_keys import SshKeyPair, ensure_key_pair
+from rigdeck.core.cloud.vast import VastProvider, unique_label
 from rigdeck.core.config import config_dir
 from tests.support.sshd import SshdServer, skip_without_sshd
+from tests.support.vast_sim import TEST_API_KEY, FrozenClock, make_provider
 
 INSTANCE = 7
 
@@ -229,88 +232,145 @@ def test_sshd_restarted_next_call_reconnects(sshd: SshdServer, target: SshTarget
     assert target.connected
 
 
-# -- readiness -------------------------------------------------------------------------------
+# -- readiness, against the project's Vast API simulator and the real sshd ----------------------
 
 
-def _instance(state: str, **kw: object) -> Instance:
-    base = Instance(
-        id=INSTANCE,
-        label="job",
-        state="created",
-        gpu_name="RTX 4090",
-        num_gpus=1,
-        gpu_ram_bytes=24 * 1024**3,
-        dph=0.4,
-        storage_dph=0.01,
-        created_at=datetime(2026, 1, 1, tzinfo=UTC),
-    )
-    return replace(base, state=state, **kw)  # type: ignore[arg-type]
+@pytest.fixture
+def vast() -> Iterator[Simulator]:
+    with Simulator(clock=FrozenClock(), seed=0, api_key=TEST_API_KEY) as simulator:
+        yield simulator
 
 
-class Timeline:
-    """The provider's answers over successive polls, the last one repeated."""
+@pytest.fixture
+def cloud(vast: Simulator) -> VastProvider:
+    return make_provider(vast)
 
-    def __init__(self, *answers: Instance | None) -> None:
-        self.answers = list(answers)
-        self.calls = 0
 
-    def __call__(self, instance_id: int) -> Instance | None:
-        assert instance_id == INSTANCE
-        self.calls += 1
-        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+def _rent(cloud: VastProvider) -> int:
+    offer = cloud.search_offers("num_gpus=1")[0]
+    return cloud.rent(RentRequest(offer.id, "pytorch/pytorch", 10.0, label=unique_label()))
+
+
+def _polls(vast: Simulator, cloud: VastProvider, step_s: float = 0.5):
+    """The provider's instance reader, with half a simulated second passing between polls."""
+    seen: list[str] = []
+
+    def read(instance_id: int) -> Instance | None:
+        vast.advance(step_s)
+        found = cloud.instance(instance_id)
+        seen.append(found.state if found else "gone")
+        return found
+
+    return read, seen
 
 
 def test_readiness_reports_each_phase_in_order_then_a_working_target(
-    sshd: SshdServer, keys: SshKeyPair, store: HostKeyStore
+    vast: Simulator, cloud: VastProvider, sshd: SshdServer, keys: SshKeyPair, store: HostKeyStore
 ):
-    running = _instance("running", ssh_host=sshd.host, ssh_port=sshd.port)
-    read = Timeline(
-        _instance("created"),
-        _instance("loading", status_message="Pulling image"),
-        _instance("running"),  # running before the provider knows the port
-        running,
-    )
-    seen: list[PhaseReached] = []
+    instance_id = _rent(cloud)
+    vast.set_ssh(instance_id, sshd.host, sshd.port)
+    read, states = _polls(vast, cloud)
+    phases: list[PhaseReached] = []
     target = wait_until_ready(
-        INSTANCE, read, keys, store, user=sshd.user, poll_s=0.01, on_phase=seen.append
+        instance_id, read, keys, store, user=sshd.user, poll_s=0.01, on_phase=phases.append
     )
     with target:
-        assert [p.phase for p in seen] == list(PHASES)
-        assert [p.elapsed_s for p in seen] == sorted(p.elapsed_s for p in seen)
-        assert seen[1].detail == "Pulling image"
+        assert [p.phase for p in phases] == list(PHASES)
+        assert [p.elapsed_s for p in phases] == sorted(p.elapsed_s for p in phases)
+        assert phases[-1].detail == f"{sshd.host}:{sshd.port}"
         assert target.run("echo ok").text == "ok\n"
-    assert read.calls >= 4
+        assert target.endpoint.instance_id == instance_id
+    assert states[0] == "created" and "loading" in states and states[-1] == "running"
+    assert store.pinned(instance_id)
 
 
-@pytest.mark.parametrize(
-    ("answers", "words"),
-    [
-        (
-            [_instance("loading"), _instance("exited", status_message="killed by the host")],
-            "is exited: killed by the host",
-        ),
-        ([_instance("offline")], "is offline"),
-        (
-            [_instance("loading", status_message="Error response from daemon: pull denied")],
-            "reports an error: Error response from daemon",
-        ),
-        ([_instance("loading"), None], "is gone"),
-    ],
-)
-def test_readiness_fails_fast_when_the_instance_cannot_start(
-    keys: SshKeyPair, store: HostKeyStore, answers: list[Instance | None], words: str
+def test_readiness_fails_fast_when_the_instance_exits(
+    vast: Simulator, cloud: VastProvider, keys: SshKeyPair, store: HostKeyStore
 ):
+    instance_id = _rent(cloud)
+    read, _ = _polls(vast, cloud)
+
+    def exits_while_loading(iid: int) -> Instance | None:
+        found = read(iid)
+        if found is not None and found.state == "loading":
+            vast.set_state(iid, "exited", "container killed by the host")
+        return found
+
     started = time.monotonic()
-    with pytest.raises(InstanceFailed, match=words) as info:
-        wait_until_ready(INSTANCE, Timeline(*answers), keys, store, timeout_s=60, poll_s=0.01)
+    with pytest.raises(InstanceFailed, match="is exited: container killed by the host") as info:
+        wait_until_ready(instance_id, exits_while_loading, keys, store, timeout_s=60, poll_s=0.01)
     assert time.monotonic() - started < 30  # did not wait out the 60 s deadline
-    assert info.value.instance_id == INSTANCE
-
-
-def test_readiness_times_out_naming_where_it_stalled(keys: SshKeyPair, store: HostKeyStore):
-    closed_port = 9  # discard: nothing listens there on 127.0.0.1
-    read = Timeline(_instance("running", ssh_host="127.0.0.1", ssh_port=closed_port))
-    with pytest.raises(ReadinessTimeout, match="stuck after 'loading image'") as info:
-        wait_until_ready(INSTANCE, read, keys, store, timeout_s=0.3, poll_s=0.05)
+    assert info.value.instance_id == instance_id
     assert info.value.phase == "loading image"
-    assert "nothing answers SSH" in str(info.value)
+
+
+def test_readiness_fails_fast_on_an_error_status(
+    vast: Simulator, cloud: VastProvider, keys: SshKeyPair, store: HostKeyStore
+):
+    vast.never_ready(msg="Error response from daemon: pull access denied for nosuch/image")
+    instance_id = _rent(cloud)
+    read, _ = _polls(vast, cloud)
+    with pytest.raises(InstanceFailed, match="reports an error: Error response from daemon"):
+        wait_until_ready(instance_id, read, keys, store, timeout_s=60, poll_s=0.01)
+
+
+def test_readiness_fails_fast_when_the_instance_is_gone(
+    vast: Simulator, cloud: VastProvider, keys: SshKeyPair, store: HostKeyStore
+):
+    instance_id = _rent(cloud)
+    cloud.destroy(instance_id)
+    with pytest.raises(InstanceFailed, match="is gone"):
+        wait_until_ready(instance_id, cloud.instance, keys, store, timeout_s=60, poll_s=0.01)
+
+
+def test_readiness_times_out_naming_where_it_stalled(
+    vast: Simulator, cloud: VastProvider, keys: SshKeyPair, store: HostKeyStore
+):
+    instance_id = _rent(cloud)
+    vast.set_ssh(instance_id, "127.0.0.1", 9)  # nothing listens on port 9 of 127.0.0.1
+    read, _ = _polls(vast, cloud, step_s=10.0)
+    with pytest.raises(ReadinessTimeout, match="stuck after 'loading image'") as info:
+        wait_until_ready(instance_id, read, keys, store, timeout_s=0.3, poll_s=0.05)
+    assert info.value.phase == "loading image"
+    assert "nothing answers SSH at 127.0.0.1:9" in str(info.value)
+
+
+# -- the job runner's target over SSH ----------------------------------------------------------
+
+
+def test_a_job_started_over_ssh_outlives_a_cut_link_and_its_log_arrives_whole(
+    sshd: SshdServer, target: SshTarget, tmp_path: Path
+):
+    remote_dir = tmp_path / "instance" / "workspace" / "demo"
+    remote_dir.mkdir(parents=True)
+    (remote_dir / "writer.py").write_text(WRITER)
+    spec_file = tmp_path / "project" / "demo.toml"
+    spec_file.parent.mkdir()
+    spec_file.write_text(
+        'name = "demo"\n[run]\n'
+        f'remote_dir = "{remote_dir}"\n'
+        'command = "python3 writer.py out.log 5000 && cat out.log && echo gpus={num_gpus}"\n'
+    )
+    jobs = SshJobTarget(target, str(remote_dir))
+    launch = jobs.plan(parse_spec(spec_file.read_text(), spec_file), "demo-1")
+    assert jobs.start(launch).outcome == "started"
+    assert jobs.start(launch).outcome in ("running", "finished")  # never a second copy
+
+    sshd.cut_connections()  # the link drops right after the start
+    received = bytearray()
+    deadline = time.monotonic() + 60
+    status = None
+    while time.monotonic() < deadline:
+        try:
+            received += jobs.read_log(launch.paths, len(received), 4096)
+            status = jobs.status(launch.paths)
+        except SshLinkLost:
+            continue
+        if status.ended and len(received) == status.log_bytes:
+            break
+    assert status is not None and status.phase == "exited" and status.exit_code == 0
+    text = received.decode()
+    body = "".join(f"line {i:06d}\n" for i in range(5000))
+    assert body in text and text.count("line 000000\n") == 1
+    assert "gpus=0" in text
+    assert received == Path(launch.paths.log).read_bytes()
