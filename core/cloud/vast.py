@@ -341,9 +341,15 @@ class VastProvider:
                 f"Vast.ai rejected the API key ({status}) on {what}; check VAST_API_KEY or "
                 "[cloud] api_key_file"
             )
+        if status == 429:
+            wait = _retry_after(response, 0.0)
+            later = f"; try again in {wait:.0f} s" if wait else "; try again shortly"
+            return ProviderUnavailable(
+                f"Vast.ai is rate limiting ({what}); it was refused, nothing was done{later}"
+            )
         if status == 404 and gone_is is not None:
             return gone_is(self._clean(f"{what}: the instance no longer exists"))
-        if status >= 500 or status == 429:
+        if status >= 500:
             return ProviderUnavailable(self._clean(f"Vast.ai failed to {what} ({status}){detail}"))
         return CloudError(self._clean(f"Vast.ai refused to {what} ({status}){detail}"))
 

@@ -196,7 +196,6 @@ class Account:
         return (i for i in self.instances.values() if i.destroyed_at is None)
 
     def create(self, offer_id: int, body: Mapping[str, Any], now: float) -> SimInstance:
-        self.create_count += 1
         offer = self.offer(offer_id)
         if offer is None or not offer.get("rentable", True) or offer.get("rented"):
             raise ApiError(404, "no_such_ask", f"Instance type by id {offer_id} is not available.")

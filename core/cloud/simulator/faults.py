@@ -39,7 +39,9 @@ OPS: tuple[Op, ...] = (
 class Fault:
     """One injected fault; `count` answers are affected, then it is spent.
 
-    - ``http``: answer `status` (429 with ``Retry-After: retry_after``, 5xx) instead of serving.
+    - ``http``: answer `status` (429 with ``Retry-After: retry_after``, 5xx) instead of serving;
+      with `served`, serve the request first and then answer `status` (a gateway that lost the
+      backend's answer: the create or destroy happened, the client cannot know).
     - ``create_late``: create the instance, then hold the answer `delay_s` seconds.
     - ``create_never``: create the instance, then drop the connection without an answer.
     - ``never_ready``: the next `count` creates stay ``loading`` for good (with `msg`).
@@ -52,6 +54,7 @@ class Fault:
     retry_after: float | None = None
     delay_s: float = 5.0
     msg: str | None = None
+    served: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:

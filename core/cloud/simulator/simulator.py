@@ -135,7 +135,8 @@ class Simulator:
 
     @property
     def create_count(self) -> int:
-        """How many create requests reached the API (served, failed or dropped)."""
+        """How many create requests arrived (served, refused, faulted or dropped): a client
+        that never sends a create twice keeps this at one per rental."""
         with self._account() as (account, _):
             return account.create_count
 
@@ -236,9 +237,12 @@ class Simulator:
     def rate_limit(self, count: int = 1, *, retry_after: float = 1.0, op: str = "any") -> None:
         self.inject("http", count=count, status=429, retry_after=retry_after, op=op)
 
-    def storm(self, count: int, *, status: int = 503, op: str = "any") -> None:
-        """`count` answers of a 5xx status (502/503: an overloaded gateway)."""
-        self.inject("http", count=count, status=status, op=op)
+    def storm(
+        self, count: int, *, status: int = 503, op: str = "any", served: bool = False
+    ) -> None:
+        """`count` answers of a 5xx status (502/503: an overloaded gateway). With `served`
+        the requests are carried out first and only their answers are lost."""
+        self.inject("http", count=count, status=status, op=op, served=served)
 
     def fail_destroy(self, count: int, *, status: int = 500) -> None:
         self.inject("http", count=count, status=status, op="destroy")
@@ -280,8 +284,10 @@ class Simulator:
         """Answer one API request: faults first (as a gateway would), then auth, then the API."""
         with self._account() as (account, now):
             op = found[0].op if found else "unknown"
+            if op == "create":
+                account.create_count += 1  # every create that arrives, whatever its answer
             fault = faults.take(account.faults, op, ("http",))
-            if fault is not None:
+            if fault is not None and not fault.served:
                 return Outcome(fault_response(fault))
             if not request.api_key or (self._api_key and request.api_key != self._api_key):
                 return Outcome(
@@ -299,10 +305,16 @@ class Simulator:
             route, match = found
             try:
                 if op == "create":
-                    return self._create(account, request, int(match["id"]), now)
-                return Outcome(api.ApiResponse(200, route.handler(account, request, now, match)))
+                    outcome = self._create(account, request, int(match["id"]), now)
+                else:
+                    outcome = Outcome(
+                        api.ApiResponse(200, route.handler(account, request, now, match))
+                    )
             except ApiError as exc:
-                return Outcome(error_response(exc))
+                outcome = Outcome(error_response(exc))
+            if fault is not None:  # served, and then the answer is lost behind a gateway error
+                outcome.response = fault_response(fault)
+            return outcome
 
     def _create(
         self, account: Account, request: api.ApiRequest, offer_id: int, now: float
