@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -166,9 +165,11 @@ def _no_sync() -> None:
 
 
 def _timed_reps(op: Callable[[], object], sync: Callable[[], None], budget_s: float) -> float:
-    """Median seconds per ``op`` over as many batches as fit the budget (one warm-up first).
+    """Best seconds per ``op`` over as many batches as fit the budget (one warm-up first).
 
-    Ops run in batches between syncs so that a GPU's launch latency is not what we time.
+    The best batch, as bandwidth and FLOPS tests report: on a shared machine the slower ones
+    measure the neighbours. Ops run in batches between syncs so that a GPU's launch latency is
+    not what we time.
     """
     sync()
     t0 = time.perf_counter()
@@ -187,7 +188,7 @@ def _timed_reps(op: Callable[[], object], sync: Callable[[], None], budget_s: fl
         per_op.append((time.perf_counter() - t0) / batch)
         if time.perf_counter() > deadline + budget_s:
             break  # slower than the warm-up promised: three batches are enough
-    return statistics.median(per_op)
+    return min(per_op)
 
 
 def _matmul_tflops(
