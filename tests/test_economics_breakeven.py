@@ -3,6 +3,7 @@ cloud that never breaks even, the config's upgrade table, and what an upgrade un
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from rigdeck.core.economics.breakeven import (
     upgrade_from_config,
 )
 from rigdeck.core.economics.figures import EconomicsError, Figure
-from rigdeck.core.economics.report import upgrade_report
+from rigdeck.core.economics.report import upgrade_json, upgrade_report
 from rigdeck.core.economics.unlocks import unlocks, upgraded_budget
 from rigdeck.core.models import launch
 from tests.support.gguf_factory import write_model
@@ -195,3 +196,23 @@ def test_a_gpu_moves_the_8b_onto_it_and_replaces_the_old_card(models):
     shown = upgrade_report(breakeven(up, Figure(200.0, "ledger"), EconomicsSettings()), found)
     assert shown["unlocks"][0]["after"]["verdict"] in {"gpu", "partial", "cpu"}
     assert {"breakeven_months", "band", "unlocks", "why"} <= shown.keys()
+
+
+def test_upgrade_json_in_one_call_parses_weighs_and_fits(models):
+    doc = upgrade_json(
+        "ram +96G @250 resale 100",
+        Figure(50.0, "ledger"),
+        EconomicsSettings(),
+        models=models,
+        base=box(32),
+    )
+    json.dumps(doc)
+    assert doc["upgrade"]["label"] == "ram +96G" and doc["upgrade"]["resale"] == 100.0
+    assert doc["breakeven_months"] > doc["breakeven_months_with_resale"] > 0
+    assert doc["months"]["source"] == "default"  # hours of use and the RAM draw are assumptions
+    assert [u["model"] for u in doc["unlocks"]] == ["Meta Llama 3.1 70B Instruct"]
+    after = doc["unlocks"][0]["after"]
+    assert after["verdict"] == "cpu" and after["fits"] and after["decode_tps"] > 0
+    assert doc["unlocks"][0]["before"] == {"verdict": "none", "fits": False, "decode_tps": None}
+    with pytest.raises(EconomicsError, match="starts with ram or gpu"):
+        upgrade_json("ssd 4T @300", Figure(50.0, "ledger"), EconomicsSettings())

@@ -414,3 +414,24 @@ def _parse_at(text: str) -> datetime | None:
         return datetime.fromisoformat(text)
     except ValueError:
         return None
+
+
+def local_rate_now(
+    settings: EconomicsSettings,
+    *,
+    rapl: CpuPackagePower | None = None,
+    interval_s: float = 0.25,
+) -> LocalRate:
+    """One reading of this machine and its cost per hour (blocking, about ``interval_s``).
+
+    For the CLI; the pane already has Snapshots and a `CpuPackagePower` it calls each tick.
+    """
+    from rigdeck.core.telemetry.sampler import TelemetrySampler
+
+    sampler = TelemetrySampler(watched=[])
+    try:
+        cpu_w = (rapl or CpuPackagePower()).measure(interval_s)
+        snap = sampler.sample()
+    finally:
+        sampler.close()
+    return local_rate(snap, settings, cpu_package_w=cpu_w)

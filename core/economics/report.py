@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rigdeck.core.economics.breakeven import Breakeven
+from rigdeck.core.config import EconomicsSettings
+from rigdeck.core.economics.breakeven import Breakeven, Upgrade, breakeven, parse_upgrade
 from rigdeck.core.economics.budget_alerts import Budget, SpendSummary, budget_status
+from rigdeck.core.economics.figures import Figure
 from rigdeck.core.economics.machine_bench import MachineBench
 from rigdeck.core.economics.power import LocalRate
-from rigdeck.core.economics.unlocks import Unlock
+from rigdeck.core.economics.unlocks import Unlock, unlocks
+from rigdeck.core.models.launch import HardwareBudget, ModelInfo, RunSettings
 
 
 def local_json(rate: LocalRate) -> dict[str, Any]:
@@ -93,3 +96,24 @@ def upgrade_report(result: Breakeven, unlocked: Sequence[Unlock] = ()) -> dict[s
 def bench_report(bench: MachineBench, *, from_cache: bool = False) -> dict[str, Any]:
     """`rigdeck bench --machine --json`: the figures, plus where and when they were taken."""
     return {**bench.to_json(), "cached": from_cache}
+
+
+def upgrade_json(
+    upgrade: str | Upgrade,
+    monthly: Figure,
+    settings: EconomicsSettings,
+    *,
+    models: Sequence[ModelInfo] = (),
+    base: HardwareBudget | None = None,
+    run_settings: RunSettings | None = None,
+    use_hours_per_month: Figure | None = None,
+) -> dict[str, Any]:
+    """Parse, weigh and fit in one call: the whole `rigdeck cost upgrade ... --json` object.
+
+    ``base`` is this machine's budget (`launch.machine_budget()`); without it, or without
+    models, ``unlocks`` is empty.
+    """
+    up = parse_upgrade(upgrade) if isinstance(upgrade, str) else upgrade
+    result = breakeven(up, monthly, settings, use_hours_per_month=use_hours_per_month)
+    found = unlocks(up, models, base, run_settings) if base is not None and models else []
+    return upgrade_report(result, found)
