@@ -1,4 +1,7 @@
-"""Byte sizes: parse what users type ("24G", "512MiB") and format at the edge."""
+"""Byte sizes: parse what users type ("24G", "512MiB"), and the one binary-unit formatter.
+
+The faces word sizes through `rigdeck.tui.words`, which uses `format_bytes`; core itself needs it
+only for its one-line explanations (why a model does not fit, what limits this machine)."""
 
 from __future__ import annotations
 
@@ -6,38 +9,22 @@ import re
 
 from rigdeck.core.errors import RigdeckError
 
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 1024,
-    "kb": 1000,
-    "kib": 1024,
-    "m": 1024**2,
-    "mb": 1000**2,
-    "mib": 1024**2,
-    "g": 1024**3,
-    "gb": 1000**3,
-    "gib": 1024**3,
-    "t": 1024**4,
-    "tb": 1000**4,
-    "tib": 1024**4,
-}
-_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*$")
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)?\s*$", re.IGNORECASE)
+_SCALE = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
 def parse_size(text: str) -> int:
-    """Parse a size such as ``24G`` (GiB), ``24GB`` (10^9), ``512MiB`` or ``1073741824``.
+    """Bytes from "24G", "24GB", "24GiB", "512M", "1.5T" or a plain byte count.
 
-    A bare letter (K, M, G, T) means the binary unit, as nvidia-smi and most tools show memory.
+    Memory sizes are binary: a "24 GB" card has 24 GiB, and that is what users type.
     """
-    match = _SIZE_RE.match(text)
-    if not match:
-        raise RigdeckError(f"not a size: {text!r} (expected e.g. 24G, 64GiB, 512M)")
-    number, unit = match.groups()
-    factor = _UNITS.get(unit.lower())
-    if factor is None:
-        raise RigdeckError(f"unknown size unit {unit!r} in {text!r} (use K, M, G, T, GB or GiB)")
-    return int(float(number) * factor)
+    m = _SIZE_RE.match(text)
+    if m is None:
+        raise RigdeckError(f"{text!r} is not a size; write it like 24G, 512M or 1.5T")
+    value = float(m[1]) * _SCALE[m[2].lower()]
+    if value <= 0:
+        raise RigdeckError(f"{text!r}: a size must be more than zero")
+    return int(value)
 
 
 def format_bytes(n: int | float | None, *, precision: int = 1) -> str:
@@ -52,23 +39,3 @@ def format_bytes(n: int | float | None, *, precision: int = 1) -> str:
             return f"{value:.{precision}f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
-
-
-def format_rate(bytes_per_s: float | None) -> str:
-    """Format a transfer rate: ``12.3 MiB/s``."""
-    if bytes_per_s is None:
-        return "N/A"
-    return f"{format_bytes(bytes_per_s)}/s"
-
-
-def format_duration(seconds: float) -> str:
-    """Format an uptime-like duration: ``3d 4h``, ``5h 12m``, ``7m 3s``."""
-    s = int(max(seconds, 0))
-    days, s = divmod(s, 86400)
-    hours, s = divmod(s, 3600)
-    minutes, s = divmod(s, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    return f"{minutes}m {s}s"

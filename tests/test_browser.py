@@ -1,4 +1,5 @@
-"""The model browser's UI-free logic: controls, header cache, rows, fits, run history words."""
+"""The model browser's UI-free logic: controls, header cache, rows, fits; and how the faces word
+verdicts and recorded runs (tui/words.py)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from rigdeck.core.models import browser
 from rigdeck.core.models.browser import Controls, InfoCache
 from rigdeck.core.models.fit.budget import budget_from_snapshot
 from rigdeck.core.models.fit.engine import fit
-from rigdeck.core.models.fit.settings import RunSettings
+from rigdeck.core.models.fit.settings import RunSettings, build_run_settings
 from rigdeck.core.models.run.history import RunRecord
 from rigdeck.core.models.sources.local import discover
+from rigdeck.tui import words
 from tests.support.fixed_snapshot import no_gpu_box
 from tests.support.gguf_factory import write_model
 from tests.support.models_env import GiB, roomy_gpu_box
@@ -38,6 +40,10 @@ def _rows(folder: Path, cache: InfoCache | None = None) -> list[browser.ModelRow
     return browser.local_rows(models, cache or InfoCache())
 
 
+def _settings(c: Controls) -> RunSettings:
+    return build_run_settings(ctx=c.context, kv=c.kv_type, flash=c.flash)
+
+
 def test_controls_cycle_and_settings() -> None:
     c = Controls()
     contexts = []
@@ -45,20 +51,20 @@ def test_controls_cycle_and_settings() -> None:
         c = c.next_context()
         contexts.append(c.context)
     assert contexts == [8192, 16384, 32768, 0, 2048, 4096]
-    assert Controls(context=0).context_label == "model max"
-    assert Controls(context=8192).context_label == "8k"
+    assert words.context(Controls(context=0).context) == "model max"
+    assert words.context(Controls(context=8192).context) == "8k"
     assert [Controls().next_kv().kv_type, Controls().next_kv().next_kv().kv_type] == [
         "q8_0",
         "q4_0",
     ]
     assert Controls().next_flash().flash == "on"
-    assert Controls(flash="on").run_settings().flash_attn is True
-    assert Controls().run_settings().flash_attn is None
+    assert _settings(Controls(flash="on")).flash_attn is True
+    assert _settings(Controls()).flash_attn is None
     # llama.cpp quantizes V only with flash attention: with it off only K is.
-    off = Controls(kv_type="q4_0", flash="off").run_settings()
+    off = _settings(Controls(kv_type="q4_0", flash="off"))
     assert (off.type_k, off.type_v, off.flash_attn) == ("q4_0", "f16", False)
-    assert Controls(kv_type="q4_0", flash="off").kv_label == "K q4_0, V f16"
-    auto = Controls(kv_type="q8_0").run_settings()
+    assert words.kv(off) == "K q4_0, V f16 (a quantized V needs flash attention)"
+    auto = _settings(Controls(kv_type="q8_0"))
     assert (auto.type_k, auto.type_v) == ("q8_0", "q8_0")
     assert Controls.from_config(4096, "bogus", "maybe") == Controls()
 
@@ -91,23 +97,23 @@ def test_header_cache_rereads_only_changed_files(folder: Path) -> None:
 def test_fit_rows_match_fit_and_follow_the_controls(folder: Path) -> None:
     rows = _rows(folder)
     budget = budget_from_snapshot(roomy_gpu_box())
-    fitted = {f.row.name: f for f in browser.fit_rows(rows, budget, Controls())}
+    fitted = {f.row.name: f for f in browser.fit_rows(rows, budget, RunSettings())}
     llama = fitted["Llama-3.1-8B-Instruct"]
     assert llama.row.info is not None
     assert llama.placement == fit(llama.row.info, budget, RunSettings())
-    assert llama.verdict == "gpu" and browser.verdict_label(llama) == "all on GPU"
+    assert llama.verdict == "gpu" and words.row_verdict(llama) == "all on GPU"
     assert fitted["garbage"].verdict == "error"
-    assert browser.verdict_label(fitted["garbage"]) == "unreadable"
+    assert words.row_verdict(fitted["garbage"]) == "unreadable"
 
-    longer = {f.row.name: f for f in browser.fit_rows(rows, budget, Controls(context=32768))}
+    longer = {f.row.name: f for f in browser.fit_rows(rows, budget, RunSettings(n_ctx=32768))}
     assert longer["Llama-3.1-8B-Instruct"].placement.gpu_bytes > llama.placement.gpu_bytes  # type: ignore[union-attr]
 
-    cpu = browser.fit_rows(rows, budget_from_snapshot(no_gpu_box()), Controls())
-    assert {f.row.name: browser.verdict_label(f) for f in cpu}["tiny"] == "CPU only"
+    cpu = browser.fit_rows(rows, budget_from_snapshot(no_gpu_box()), RunSettings())
+    assert {f.row.name: words.row_verdict(f) for f in cpu}["tiny"] == "CPU only"
 
     stop = threading.Event()
     stop.set()
-    assert browser.fit_rows(rows, budget, Controls(), cancel=stop) == []
+    assert browser.fit_rows(rows, budget, RunSettings(), cancel=stop) == []
 
 
 def test_partial_verdict_names_the_layers(folder: Path) -> None:
@@ -124,7 +130,7 @@ def test_partial_verdict_names_the_layers(folder: Path) -> None:
     fitted = browser.fit_row(row, budget_from_snapshot(small), RunSettings())
     p = fitted.placement
     assert p is not None and p.verdict == "partial"
-    assert browser.verdict_label(fitted) == f"{p.gpu_layers} of {p.total_layers} layers"
+    assert words.row_verdict(fitted) == f"{p.gpu_layers} of {p.total_layers} layers"
 
 
 def _record(path: str, n_ctx: int, kv: str, tps: float) -> RunRecord:
@@ -140,10 +146,10 @@ def _record(path: str, n_ctx: int, kv: str, tps: float) -> RunRecord:
 
 def test_measured_against_predicted_words() -> None:
     run = _record("/m/a.gguf", 4096, "f16", 38.2)
-    assert browser.measured_summary(run) == (
-        "predicted 5.1 GB / measured 5.0 GB, 38 tok/s (predicted 41)"
+    assert words.last_run_summary(run) == (
+        "predicted 5.1 GiB / measured 5.0 GiB, 38 tok/s (predicted 41)"
     )
-    assert browser.measured_line(run).startswith("last run (ctx 4k, KV f16): predicted 5.1 GB")
+    assert words.last_run_line(run).startswith("last run (ctx 4k, KV f16): predicted 5.1 GiB")
     cpu = RunRecord(
         model_path="/m/a.gguf",
         predicted_ram_bytes=int(2.5 * GiB),
@@ -151,10 +157,10 @@ def test_measured_against_predicted_words() -> None:
         measured_decode_tps=7.25,
         predicted_decode_tps=8.0,
     )
-    assert browser.measured_summary(cpu) == (
-        "predicted 2.5 GB / measured 2.4 GB RAM, 7.2 tok/s (predicted 8.0)"
+    assert words.last_run_summary(cpu) == (
+        "predicted 2.5 GiB / measured 2.4 GiB RAM, 7.2 tok/s (predicted 8.0)"
     )
-    assert browser.measured_summary(RunRecord(model_path="/m/a.gguf")) == "nothing measured"
+    assert words.last_run_summary(RunRecord(model_path="/m/a.gguf")) == "nothing measured"
 
 
 def test_runs_pick_the_pane_settings_first() -> None:
@@ -162,6 +168,8 @@ def test_runs_pick_the_pane_settings_first() -> None:
     older = _record("/m/a.gguf", 4096, "q8_0", 35)
     by_path = browser.runs_by_path([newest, older, _record("/m/b.gguf", 4096, "f16", 9)])
     assert list(by_path) == ["/m/a.gguf", "/m/b.gguf"]
-    assert browser.pick_run(by_path["/m/a.gguf"], Controls(kv_type="q8_0")) is older
-    assert browser.pick_run(by_path["/m/a.gguf"], Controls()) is newest  # no exact match
-    assert browser.pick_run([], Controls()) is None
+    assert (
+        browser.pick_run(by_path["/m/a.gguf"], RunSettings(type_k="q8_0", flash_attn=True)) is older
+    )
+    assert browser.pick_run(by_path["/m/a.gguf"], RunSettings()) is newest  # no exact match
+    assert browser.pick_run([], RunSettings()) is None

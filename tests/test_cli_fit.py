@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from rigdeck.core.models.fit import speed
-from rigdeck.core.models.fit.budget import budget_from_snapshot, parse_size, with_sizes
+from rigdeck.core.models.fit.budget import budget_from_snapshot, with_sizes
 from rigdeck.core.models.fit.engine import fit
 from rigdeck.core.models.fit.settings import RunSettings
 from rigdeck.core.models.format.gguf import read_gguf
@@ -27,6 +27,7 @@ from rigdeck.core.models.format.model_info import ModelInfo
 from rigdeck.core.models.sources.local import demo_model_path
 from rigdeck.core.models.sources.target import parse_target
 from rigdeck.core.telemetry.sampler import TelemetrySampler
+from rigdeck.core.units import parse_size
 from rigdeck.tui.cli import main
 from tests.support.fake_hub import FakeHub
 from tests.support.gguf_factory import write_model
@@ -340,6 +341,34 @@ def test_settings_flags_and_training_context(
     )
 
 
+def test_a_quantized_kv_without_flash_attention_keeps_v_f16_and_says_so(
+    capsys: pytest.CaptureFixture[str], models: dict[str, Path]
+) -> None:
+    flags = ("--kv", "q8_0", "--no-flash-attn", "--vram", "24G", "--ram", "64G")
+    rc, r = run_json(capsys, str(models["8b"]), *flags)
+    assert rc == 0
+    check_consistent(r)
+    s = r["settings"]
+    assert (s["type_k"], s["type_v"], s["flash_attn"], s["v_fallback"]) == (
+        "q8_0",
+        "f16",
+        False,
+        True,
+    )
+    same_placement(
+        r,
+        expected(
+            models["8b"],
+            vram=["24G"],
+            ram="64G",
+            settings=RunSettings(type_k="q8_0", type_v="f16", flash_attn=False),
+        ),
+    )
+    rc, out, _ = run(capsys, str(models["8b"]), *flags)
+    assert rc == 0
+    assert "KV cache K q8_0, V f16 (a quantized V needs flash attention)" in out
+
+
 def test_vram_zero_means_no_gpu_and_ram_alone_keeps_this_machines_gpus(
     capsys: pytest.CaptureFixture[str], models: dict[str, Path]
 ) -> None:
@@ -430,7 +459,6 @@ def one_line_error(rc: int, out: str, err: str) -> str:
         (["--vram", "24G,lots"], "--vram"),
         (["--ram", "0"], "--ram"),
         (["--ctx", "-5"], "--ctx"),
-        (["--kv", "q8_0", "--no-flash-attn"], "flash attention"),
     ],
 )
 def test_bad_flags(

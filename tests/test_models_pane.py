@@ -260,13 +260,13 @@ async def test_measured_next_to_predicted(tmp_path: Path, models: dict[str, Path
         pane = await open_models(pilot)
         key = _key(models["8b"])
         assert _cell(pane, key, 8) == (
-            "predicted 5.1 GB / measured 5.0 GB, 38 tok/s (predicted 41)"
+            "predicted 5.1 GiB / measured 5.0 GiB, 38 tok/s (predicted 41)"
         )
         assert _cell(pane, _key(models["70b"]), 8) == ""
         _select(pane, key)
         await pilot.pause()
         info = str(pane.query_one("#models-info", Static).render())
-        assert "last run (ctx 4k, KV f16): predicted 5.1 GB / measured 5.0 GB" in info
+        assert "last run (ctx 4k, KV f16): predicted 5.1 GiB / measured 5.0 GiB" in info
 
 
 async def test_no_models_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -29,9 +29,9 @@ from rigdeck.core.telemetry.processes import send_signal
 from rigdeck.core.telemetry.sampler import TelemetrySampler, default_watched_paths
 from rigdeck.core.telemetry.snapshot import GPU_PENDING, Snapshot
 from rigdeck.core.themes import ThemeSpec, builtin_themes, default_theme_name, user_themes
-from rigdeck.core.units import format_duration
 from rigdeck.tui.panes.telemetry import HOST_PROCESS_ROWS, PROCESS_REFRESH_S, TelemetryPane
 from rigdeck.tui.screens import ConfirmScreen, DoctorScreen, HelpScreen
+from rigdeck.tui.words import duration as format_duration
 
 PANES: tuple[tuple[str, str, str], ...] = (
     ("telemetry", "Telemetry", "1"),

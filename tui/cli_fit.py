@@ -9,7 +9,9 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
-from rigdeck.core.errors import FitError
+from rigdeck.core.errors import FitError, RigdeckError
+from rigdeck.core.models.fit.settings import KV_CHOICES
+from rigdeck.tui import words
 
 if TYPE_CHECKING:
     from rigdeck.core.models.fit.budget import HardwareBudget
@@ -18,8 +20,6 @@ if TYPE_CHECKING:
     from rigdeck.core.models.sources.target import FailedModel, Target
 
 EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
-KV_CHOICES = ("f16", "q8_0", "q4_0")
-_SHORT_VERDICT = {"gpu": "GPU", "partial": "partial", "cpu": "CPU only", "none": "no fit"}
 VERDICT_STYLE = {
     "gpu": "bold green",
     "partial": "bold yellow",
@@ -50,7 +50,10 @@ def add_parsers(sub: Any) -> None:
         "(default: models.context from the config, 4096)",
     )
     p.add_argument(
-        "--kv", choices=KV_CHOICES, help="KV cache type for K and V (default: models.kv_type, f16)"
+        "--kv",
+        choices=KV_CHOICES,
+        help="KV cache type for K and V; with flash attention off V stays f16 "
+        "(default: models.kv_type, f16)",
     )
     p.add_argument(
         "--flash-attn",
@@ -84,7 +87,8 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_fit(args: argparse.Namespace, settings: Any) -> int:
-    from rigdeck.core.models.fit.report import fit_all, run_settings
+    from rigdeck.core.models.fit.report import fit_all
+    from rigdeck.core.models.fit.settings import build_run_settings
     from rigdeck.core.models.sources.target import FailedModel, parse_target, resolve, total_cost
 
     if args.ctx is not None and args.ctx < 0:
@@ -95,11 +99,8 @@ def cmd_fit(args: argparse.Namespace, settings: Any) -> int:
     if target.is_remote:
         _quiet_hub()
     # Cheap checks first: a typo in a flag must not cost a Hub round trip.
-    run = run_settings(
-        ctx=args.ctx,
-        kv=args.kv,
-        flash_attn=args.flash_attn,
-        config=getattr(settings, "models", None),
+    run = build_run_settings(
+        getattr(settings, "models", None), ctx=args.ctx, kv=args.kv, flash=args.flash_attn
     )
     vram, ram = _sizes(args)
     models = resolve(target)
@@ -139,7 +140,8 @@ def _quiet_hub() -> None:
 
 
 def _sizes(args: argparse.Namespace) -> tuple[list[int] | None, int | None]:
-    from rigdeck.core.models.fit.budget import parse_size, parse_vram_list
+    from rigdeck.core.models.fit.budget import parse_vram_list
+    from rigdeck.core.units import parse_size
 
     vram = None if args.vram is None else _flag("--vram", parse_vram_list, args.vram)
     ram = None if args.ram is None else _flag("--ram", parse_size, args.ram)
@@ -149,7 +151,7 @@ def _sizes(args: argparse.Namespace) -> tuple[list[int] | None, int | None]:
 def _flag(name: str, parse: Any, text: str) -> Any:
     try:
         return parse(text)
-    except FitError as exc:
+    except RigdeckError as exc:
         raise FitError(f"{name}: {exc}") from None
 
 
@@ -157,24 +159,19 @@ def _budget(
     vram: list[int] | None, ram: int | None, args: argparse.Namespace, *, quiet: bool
 ) -> tuple[HardwareBudget, str]:
     """This machine from one telemetry reading, with typed sizes laid over it."""
+    from rigdeck.core.models import launch
     from rigdeck.core.models.fit import speed
-    from rigdeck.core.models.fit.budget import budget_from_snapshot, with_sizes
-    from rigdeck.core.telemetry.sampler import TelemetrySampler
 
-    sampler = TelemetrySampler(watched=[])
-    try:
-        snap = sampler.sample()
-    finally:
-        sampler.close()
+    snap = launch.sample_machine()
     if not quiet and not speed.default_cache_path().is_file():
         from rigdeck.tui.cli import _console
 
         _console(stderr=True).print(
             "[dim]measuring this CPU's memory bandwidth once (a few seconds; cached)…[/]"
         )
-    calibration = speed.load_or_measure_cpu()
-    base = budget_from_snapshot(snap, calibration=calibration, threads=args.threads)
-    budget = with_sizes(base, vram=vram, ram=ram, gpu_name=args.gpu)
+    budget = launch.machine_budget(
+        snap, threads=args.threads, vram=vram, ram=ram, gpu_name=args.gpu
+    )
     return budget, snap.gpu_status or ""
 
 
@@ -212,27 +209,7 @@ def _json(
 
 
 def _gib(n: float | None) -> str:
-    from rigdeck.core.units import format_bytes
-
-    return format_bytes(n)
-
-
-def _tps(x: float) -> str:
-    if x <= 0:
-        return "–"
-    return f"{x:.1f}" if x < 10 else f"{x:.0f}"
-
-
-def _verdict_text(p: Placement) -> str:
-    if not p.fits:
-        return "does not fit"
-    if p.verdict == "gpu":
-        return f"all {p.total_layers} layers on the GPU"
-    if p.verdict == "cpu":
-        return "CPU only"
-    if p.n_cpu_moe:
-        return f"{p.gpu_layers}/{p.total_layers} layers on GPU, experts of {p.n_cpu_moe} on CPU"
-    return f"{p.gpu_layers}/{p.total_layers} layers on the GPU"
+    return words.size(n)
 
 
 def _budget_line(budget: HardwareBudget, hypo: dict[str, bool], gpu_status: str) -> str:
@@ -270,10 +247,9 @@ def _budget_line(budget: HardwareBudget, hypo: dict[str, bool], gpu_status: str)
 
 def _settings_line(p: Placement, requested_fa: bool | None) -> str:
     s = p.settings
-    kv = s.type_k if s.type_k == s.type_v else f"{s.type_k}/{s.type_v}"
     on = s.flash_attn is None or s.flash_attn
     fa = ("on" if on else "off") if requested_fa is not None else f"auto ({'on' if on else 'off'})"
-    return f"context {s.n_ctx} · KV cache {kv} · flash attention {fa}"
+    return f"context {s.n_ctx} · KV cache {words.kv(s)} · flash attention {fa}"
 
 
 def _print(
@@ -342,7 +318,7 @@ def _print_one(
     console.print()
     style = VERDICT_STYLE[p.verdict if p.fits else "none"]
     mark = "✓" if p.fits else "✗"
-    console.print(f"[{style}]{mark} {_verdict_text(p)}[/]")
+    console.print(f"[{style}]{mark} {words.verdict_sentence(p)}[/]")
 
     # Components down, devices across: stays narrow with one or two devices and long names.
     table = Table(box=None, pad_edge=False, header_style="bold")
@@ -370,7 +346,8 @@ def _print_one(
     console.print()
     if p.fits:
         console.print(
-            f"predicted prompt ~{_tps(p.prompt_tps)} tok/s · decode ~{_tps(p.decode_tps)} tok/s"
+            f"predicted prompt ~{words.tps(p.prompt_tps)} tok/s"
+            f" · decode ~{words.tps(p.decode_tps)} tok/s"
         )
     console.print(f"why       {escape(p.why)}")
     if p.suggestions:
@@ -435,16 +412,16 @@ def _print_repo(
             continue
         p = r.placement
         style = VERDICT_STYLE[p.verdict if p.fits else "none"]
-        word = _SHORT_VERDICT[p.verdict] if p.fits else "no fit"
+        word = words.verdict_short(p)
         table.add_row(
             escape(r.model.quant),
             _gib(r.model.file_size),
             f"[{style}]{word}[/]",
             f"{p.gpu_layers}/{p.total_layers}",
-            _gib(p.gpu_bytes) if p.gpu_bytes else "–",
+            _gib(p.gpu_bytes) if p.gpu_bytes else words.MISSING,
             _gib(p.host_bytes),
-            _tps(p.prompt_tps) if p.fits else "–",
-            _tps(p.decode_tps) if p.fits else "–",
+            words.tps(p.prompt_tps) if p.fits else words.MISSING,
+            words.tps(p.decode_tps) if p.fits else words.MISSING,
             *([escape(r.model.label)] if show_file else []),
         )
     console.print(table)
@@ -454,8 +431,8 @@ def _print_repo(
     if best is not None:
         console.print(
             f"\nbest here: [bold]{escape(best.model.quant)}[/] "
-            f"({escape(best.model.label)}): {escape(_verdict_text(best.placement))}, "
-            f"~{_tps(best.placement.decode_tps)} tok/s"
+            f"({escape(best.model.label)}): {escape(words.verdict_sentence(best.placement))}, "
+            f"~{words.tps(best.placement.decode_tps)} tok/s"
         )
     else:
         console.print(

@@ -17,10 +17,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from rigdeck.core.errors import RigdeckError
+from rigdeck.core.models.fit.settings import KV_CHOICES
 from rigdeck.tui.cli import EXIT_ERROR, EXIT_NO, EXIT_OK, _console, fail
-
-KV_CHOICES = ("f16", "q8_0", "q4_0")
-_FLASH = {"auto": None, "on": True, "off": False}
 
 
 # -- arguments ---------------------------------------------------------------------------------
@@ -31,7 +29,11 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
         help="a .gguf path, 'demo', or a name matched against local models",
     )
     parser.add_argument("--ctx", type=int, metavar="N", help="context length (default: config)")
-    parser.add_argument("--kv", choices=KV_CHOICES, help="KV cache type for K and V")
+    parser.add_argument(
+        "--kv",
+        choices=KV_CHOICES,
+        help="KV cache type for K and V; with flash attention off V stays f16",
+    )
     parser.add_argument(
         "--flash-attn",
         action=argparse.BooleanOptionalAction,
@@ -110,31 +112,19 @@ def _note(text: str) -> None:
     _console(stderr=True).print(f"[dim]{text}[/]", markup=True)
 
 
-def _run_settings(args: argparse.Namespace, settings: Any) -> Any:
-    from rigdeck.core.models.fit.settings import RunSettings
-
-    models = settings.models
-    kv = args.kv or models.kv_type
-    flash = args.flash_attn if args.flash_attn is not None else _FLASH.get(models.flash_attn)
-    # A quantized V cache needs flash attention. From the config, with it off, only K is
-    # quantized (as the chat pane does); typed on the command line, the fit says why not.
-    type_v = kv if args.kv or flash is not False else "f16"
-    return RunSettings(
-        n_ctx=args.ctx if args.ctx is not None else models.context,
-        type_k=kv,
-        type_v=type_v,
-        flash_attn=flash,
-        gpu_layers=args.ngl,
-        n_threads=args.threads,
-    )
-
-
 def _launch(args: argparse.Namespace, settings: Any) -> Any:
     """The fitted launch, or a RigdeckError; None (after saying why) when it does not fit."""
     from rigdeck.core.models import launch
 
     path = launch.resolve_model(args.model, settings.models.dirs)
-    run_settings = _run_settings(args, settings)
+    run_settings = launch.build_run_settings(
+        settings.models,
+        ctx=args.ctx,
+        kv=args.kv,
+        flash=args.flash_attn,
+        gpu_layers=args.ngl,
+        threads=args.threads,
+    )
     budget = launch.machine_budget(threads=args.threads)
     planned = launch.plan_launch(path, run_settings, budget, seed=args.seed)
     if not planned.fits and not args.force:

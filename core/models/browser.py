@@ -13,24 +13,30 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
-from rigdeck.core.errors import RigdeckError
+from rigdeck.core.errors import FitError, RigdeckError
 from rigdeck.core.models.fit.budget import HardwareBudget
 from rigdeck.core.models.fit.engine import fit
 from rigdeck.core.models.fit.placement import Placement
-from rigdeck.core.models.fit.settings import RunSettings
-from rigdeck.core.models.format.gguf import join_split, read_gguf, read_header
+from rigdeck.core.models.fit.settings import (
+    FLASH_CHOICES,
+    KV_CHOICES,
+    FlashAttn,
+    KvChoice,
+    RunSettings,
+    parse_flash,
+    parse_kv,
+)
+from rigdeck.core.models.format.gguf import join_split, read_header
 from rigdeck.core.models.format.model_info import ModelInfo
+from rigdeck.core.models.format.model_reader import info_from_header, read_model_info
 from rigdeck.core.models.run.history import RunRecord
 from rigdeck.core.models.sources.hub import Hub, HubFile
 from rigdeck.core.models.sources.local import LocalModel
-from rigdeck.core.units import format_bytes
 
 # 0 stands for the model's own training context ("max").
 CONTEXT_STEPS: tuple[int, ...] = (2048, 4096, 8192, 16384, 32768, 0)
-KV_CHOICES: tuple[str, ...] = ("f16", "q8_0", "q4_0")
-FLASH_CHOICES: tuple[str, ...] = ("auto", "on", "off")
 # A Hub search reads at most this many remote headers up front; each costs one to a few MiB, so
 # the rest are read one at a time when the user opens them.
 DEFAULT_MAX_HUB_HEADERS = 12
@@ -47,16 +53,21 @@ class Controls:
     """What the user set in the pane: every row is fitted with these."""
 
     context: int = 4096
-    kv_type: str = "f16"
-    flash: str = "auto"
+    kv_type: KvChoice = "f16"
+    flash: FlashAttn = "auto"
 
     @classmethod
     def from_config(cls, context: int, kv_type: str, flash: str) -> Controls:
-        return cls(
-            context=context,
-            kv_type=kv_type if kv_type in KV_CHOICES else "f16",
-            flash=flash if flash in FLASH_CHOICES else "auto",
-        )
+        """The pane's starting controls; a value the pane cannot show falls back to its default."""
+        try:
+            kv = parse_kv(kv_type)
+        except FitError:
+            kv = "f16"
+        try:
+            fa = parse_flash(flash)
+        except FitError:
+            fa = "auto"
+        return cls(context=context, kv_type=kv, flash=fa)
 
     def next_context(self) -> Controls:
         return replace(self, context=_next(CONTEXT_STEPS, self.context))
@@ -67,37 +78,15 @@ class Controls:
     def next_flash(self) -> Controls:
         return replace(self, flash=_next(FLASH_CHOICES, self.flash))
 
-    @property
-    def flash_attn(self) -> bool | None:
-        return {"on": True, "off": False}.get(self.flash)
 
-    def run_settings(self) -> RunSettings:
-        # llama.cpp quantizes V only with flash attention; with it off the K cache alone is.
-        type_v = self.kv_type if self.flash != "off" else "f16"
-        return RunSettings(
-            n_ctx=self.context, type_k=self.kv_type, type_v=type_v, flash_attn=self.flash_attn
-        )
-
-    @property
-    def context_label(self) -> str:
-        return "model max" if self.context == 0 else tokens_label(self.context)
-
-    @property
-    def kv_label(self) -> str:
-        if self.kv_type != "f16" and self.flash == "off":
-            return f"K {self.kv_type}, V f16"
-        return self.kv_type
+_T = TypeVar("_T")
 
 
-def _next(choices: Sequence, current: object):  # type: ignore[no-untyped-def]
+def _next(choices: Sequence[_T], current: _T) -> _T:
     try:
         return choices[(list(choices).index(current) + 1) % len(choices)]
     except ValueError:
         return choices[0]
-
-
-def tokens_label(n: int) -> str:
-    return f"{n // 1024}k" if n % 1024 == 0 else str(n)
 
 
 # --- rows --------------------------------------------------------------------------------------
@@ -178,7 +167,7 @@ def _read_local(model: LocalModel) -> tuple[ModelInfo | None, str | None]:
     if not model.complete:
         return None, f"split model is missing parts ({len(model.parts)} found)"
     try:
-        return ModelInfo.from_header(read_gguf(model.path)), None
+        return read_model_info(model.path), None
     except RigdeckError as exc:
         return None, _one_line(str(exc), model.path)
     except (OSError, ValueError) as exc:
@@ -268,7 +257,8 @@ def read_hub_header(
         header = (
             headers[0] if len(headers) == 1 else join_split(headers, [p.path for p in file.parts])
         )
-        return HeaderRead(ModelInfo.from_header(header), None, spent_bytes, spent_requests)
+        info = info_from_header(header, file.parts[0].path)
+        return HeaderRead(info, None, spent_bytes, spent_requests)
     except RigdeckError as exc:
         return HeaderRead(None, _one_line(str(exc)), spent_bytes, spent_requests)
 
@@ -354,17 +344,16 @@ def fit_row(
 def fit_rows(
     rows: Iterable[ModelRow],
     budget: HardwareBudget,
-    controls: Controls,
+    settings: RunSettings,
     runs: Mapping[str, Sequence[RunRecord]] | None = None,
     cancel: threading.Event | None = None,
 ) -> list[FittedRow]:
     """Every row fitted with the same settings; stops early (returning what it has) on cancel."""
-    settings = controls.run_settings()
     out = []
     for row in rows:
         if cancel is not None and cancel.is_set():
             break
-        run = pick_run(runs.get(_norm(row.path), ()), controls) if runs and row.path else None
+        run = pick_run(runs.get(_norm(row.path), ()), settings) if runs and row.path else None
         out.append(fit_row(row, budget, settings, run))
     return out
 
@@ -384,88 +373,10 @@ def runs_by_path(records: Iterable[RunRecord]) -> dict[str, list[RunRecord]]:
     return out
 
 
-def pick_run(records: Sequence[RunRecord], controls: Controls) -> RunRecord | None:
+def pick_run(records: Sequence[RunRecord], settings: RunSettings) -> RunRecord | None:
     """The newest run with the pane's context and KV type, else the newest run at all."""
     for r in records:
         s = r.settings
-        if s.get("n_ctx") == controls.context and s.get("type_k") == controls.kv_type:
+        if s.get("n_ctx") == settings.n_ctx and s.get("type_k") == settings.type_k:
             return r
     return records[0] if records else None
-
-
-# --- words -------------------------------------------------------------------------------------
-
-
-def verdict_label(fitted: FittedRow) -> str:
-    p = fitted.placement
-    verdict = fitted.verdict
-    if verdict == "error":
-        return "unreadable"
-    if verdict == "unread":
-        return "header not read"
-    assert p is not None
-    if verdict == "none":
-        return "does not fit"
-    if verdict == "gpu":
-        return "all on GPU"
-    if verdict == "cpu":
-        return "CPU only"
-    if p.n_cpu_moe:
-        return f"GPU, {p.n_cpu_moe} MoE on CPU"
-    return f"{p.gpu_layers} of {p.total_layers} layers"
-
-
-def tps_label(tps: float | None) -> str:
-    if not tps:
-        return "-"
-    return f"{tps:.1f}" if tps < 10 else f"{tps:.0f}"
-
-
-def gb(n: int | None) -> str:
-    """Memory with one decimal; binary units, written GB the way users say memory sizes."""
-    return "-" if n is None else f"{n / (1 << 30):.1f} GB"
-
-
-def measured_summary(run: RunRecord) -> str:
-    """``predicted 5.1 GB / measured 5.0 GB, 38 tok/s (predicted 41)`` for one recorded run.
-
-    Memory is VRAM for a run that offloaded to a GPU, host RAM for a CPU run.
-    """
-    parts = []
-    on_gpu = run.measured_vram_bytes is not None and (run.predicted_vram_bytes or 0) > 0
-    if on_gpu:
-        parts.append(
-            f"predicted {gb(run.predicted_vram_bytes)} / measured {gb(run.measured_vram_bytes)}"
-        )
-    elif run.measured_ram_bytes is not None:
-        parts.append(
-            f"predicted {gb(run.predicted_ram_bytes)} / measured {gb(run.measured_ram_bytes)} RAM"
-        )
-    if run.measured_decode_tps:
-        speed = f"{tps_label(run.measured_decode_tps)} tok/s"
-        if run.predicted_decode_tps:
-            speed += f" (predicted {tps_label(run.predicted_decode_tps)})"
-        parts.append(speed)
-    return ", ".join(parts) or "nothing measured"
-
-
-def measured_line(run: RunRecord) -> str:
-    """The summary with the settings the run used, which may differ from the pane's."""
-    s = run.settings
-    ctx = s.get("n_ctx")
-    ctx_text = tokens_label(ctx) if isinstance(ctx, int) and ctx else "model max"
-    return f"last run (ctx {ctx_text}, KV {s.get('type_k', '?')}): {measured_summary(run)}"
-
-
-def budget_line(budget: HardwareBudget) -> str:
-    gpus = (
-        ", ".join(
-            f"GPU {g.index} {g.name} {format_bytes(g.free_bytes)} free of {format_bytes(g.total_bytes)}"
-            for g in budget.gpus
-        )
-        or "no GPU"
-    )
-    return (
-        f"{gpus} · RAM {format_bytes(budget.ram_available_bytes)} available of "
-        f"{format_bytes(budget.ram_total_bytes)} · {budget.cpu_threads} CPU threads"
-    )

@@ -1,27 +1,70 @@
-"""From "what the user typed" to a RunPlan for this machine: resolve the model, fit it, plan it.
+"""The one "fit this model on this budget" path every face asks: header -> ModelInfo -> budget ->
+fit -> RunPlan.
 
-UI-free glue shared by `rigdeck run/serve/bench` and the chat pane: a model named by path,
-``demo`` or a name matched against local models; its header read; this machine's budget from one
-telemetry reading and the cached CPU calibration; the fit; and the runner's plan from the fit's
-placement, so every front end loads a model exactly the way the fit placed it.
+`rigdeck fit`, `run`, `serve`, `bench`, the models pane, the chat pane and the cloud pane all come
+here (or, below this layer, to the same functions this module composes), so one question has one
+answer:
+
+- the model: ``resolve_model`` (a path, ``demo`` or a local name) and ``model_info`` (the one
+  header reader, with the file-name quant fallback);
+- the settings: ``build_run_settings`` (config ``[models]`` under flags or pane controls);
+- the budget: ``sample_machine`` + ``machine_budget`` (this machine, sizes laid over it),
+  ``budget_from_offer`` (a cloud offer's plain figures);
+- the answer: ``fit_model`` (a Placement), ``plan_launch`` (a Placement and the RunPlan that
+  loads it that way), ``fit_on_offer`` (a Placement on an offer).
+
+core/cloud and core/economics use this module and never the fit's internals.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rigdeck.core.errors import ModelFileError
 from rigdeck.core.models.fit import speed
-from rigdeck.core.models.fit.budget import HardwareBudget, budget_from_snapshot, default_threads
+from rigdeck.core.models.fit.budget import GpuBudget, HardwareBudget, budget_from_offer
+from rigdeck.core.models.fit.budget import machine_budget as _budget_of
 from rigdeck.core.models.fit.engine import fit
 from rigdeck.core.models.fit.placement import Placement
-from rigdeck.core.models.fit.settings import RunSettings
+from rigdeck.core.models.fit.settings import (
+    FlashAttn,
+    KvChoice,
+    ModelsConfig,
+    RunSettings,
+    build_run_settings,
+)
 from rigdeck.core.models.format.model_info import ModelInfo
-from rigdeck.core.models.run.plan import RunPlan, plan_from_placement
+from rigdeck.core.models.format.model_reader import read_model_info
+from rigdeck.core.models.run.fitted import FittedModel, fit_and_plan
+from rigdeck.core.models.run.plan import RunPlan
 from rigdeck.core.models.sources import local as catalog
+from rigdeck.core.telemetry.snapshot import Snapshot
+
+__all__ = [
+    "DEMO",
+    "FlashAttn",
+    "GpuBudget",
+    "HardwareBudget",
+    "KvChoice",
+    "Launch",
+    "ModelInfo",
+    "ModelsConfig",
+    "Placement",
+    "RunPlan",
+    "RunSettings",
+    "budget_from_offer",
+    "build_run_settings",
+    "fit",
+    "fit_model",
+    "fit_on_offer",
+    "machine_budget",
+    "model_info",
+    "plan_launch",
+    "resolve_model",
+    "sample_machine",
+]
 
 DEMO = "demo"
 # How many candidates an ambiguous or unknown name lists: enough to spot the right one.
@@ -30,20 +73,8 @@ _SHOWN = 6
 Discover = Callable[[Sequence[Path]], list[catalog.LocalModel]]
 
 
-@dataclass(frozen=True)
-class Launch:
-    """A model ready to load here: what it is, what the fit decided, and the runner's plan."""
-
-    path: Path
-    model: ModelInfo
-    budget: HardwareBudget
-    settings: RunSettings
-    placement: Placement
-    plan: RunPlan
-
-    @property
-    def fits(self) -> bool:
-        return self.placement.fits
+Launch = FittedModel
+"""A model ready to load here: what it is, the budget and settings, the placement, the plan."""
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -118,35 +149,50 @@ def resolve_model(
     )
 
 
-def machine_budget(*, threads: int | None = None) -> HardwareBudget:
-    """This machine as the fit sees it now: one telemetry reading, the cached CPU calibration.
-
-    The calibration is measured once (a second or two) and cached for a month; reading it here
-    makes the predicted tokens/s this machine's, not a typical machine's.
-    """
+def sample_machine() -> Snapshot:
+    """One telemetry reading of this machine (GPUs through NVML, RAM, CPU); blocking."""
     from rigdeck.core.telemetry.sampler import TelemetrySampler
 
     sampler = TelemetrySampler(watched=[])
     try:
-        snap = sampler.sample()
+        return sampler.sample()
     finally:
         sampler.close()
-    n_threads = threads or default_threads(snap.cpu.logical_cores)
-    # One calibration for every caller (all cores, cached): bandwidth(n) derives fewer threads,
-    # and a per-thread-count cache would re-measure whenever two callers differ.
-    calibration = speed.load_or_measure_cpu()
-    return budget_from_snapshot(snap, calibration=calibration, threads=n_threads)
+
+
+def machine_budget(
+    snapshot: Snapshot | None = None,
+    *,
+    threads: int | None = None,
+    vram: Sequence[int] | None = None,
+    ram: int | None = None,
+    gpu_name: str | None = None,
+    calibration: speed.CpuCalibration | None = None,
+) -> HardwareBudget:
+    """This machine as the fit sees it: one reading (``snapshot``, else a fresh one) and the
+    cached CPU calibration, with typed sizes (``vram`` per GPU, ``ram``) laid over it.
+
+    The calibration is measured once (a second or two) and cached for a month; reading it here
+    makes the predicted tokens/s this machine's, not a typical machine's. One calibration serves
+    every thread count (bandwidth(n) derives fewer threads), so two callers never re-measure.
+    """
+    snap = snapshot if snapshot is not None else sample_machine()
+    cal = calibration if calibration is not None else speed.load_or_measure_cpu()
+    return _budget_of(snap, calibration=cal, threads=threads, vram=vram, ram=ram, gpu_name=gpu_name)
 
 
 def model_info(path: str | os.PathLike[str]) -> ModelInfo:
-    """The fit's view of a GGUF, from its header (``ModelFileError`` when it is not one).
+    """The fit's view of a GGUF from its header (``ModelFileError`` when it is not one).
 
-    Read the way `rigdeck fit` reads it (split parts, the quant label from the file name), so
-    both commands describe the same model.
+    Split parts are read as one model; a header without a file type takes the quant label from
+    the file name, so every command and pane describes the same model the same way.
     """
-    from rigdeck.core.models.sources.target import load_local
+    return read_model_info(path)
 
-    return load_local(path).info
+
+def fit_model(model: ModelInfo, budget: HardwareBudget, settings: RunSettings) -> Placement:
+    """Where the model's layers go on ``budget`` with ``settings``, and how fast it would run."""
+    return fit(model, budget, settings)
 
 
 def plan_launch(
@@ -154,17 +200,43 @@ def plan_launch(
     settings: RunSettings,
     budget: HardwareBudget,
     *,
+    model: ModelInfo | None = None,
     seed: int | None = None,
 ) -> Launch:
     """Fit the model at ``path`` to ``budget`` and the plan that loads it that way.
 
     The plan is built even when the placement does not fit: the caller decides whether to say
-    no or to try anyway.
+    no or to try anyway. It loads with the threads the speed was predicted for.
     """
-    file = Path(path)
-    info = model_info(file)
-    placement = fit(info, budget, settings)
-    plan = plan_from_placement(file, placement, threads=budget.cpu_threads)
-    if seed is not None:
-        plan = replace(plan, seed=seed)
-    return Launch(file, info, budget, settings, placement, plan)
+    return fit_and_plan(path, settings, budget, model=model, seed=seed)
+
+
+def fit_on_offer(
+    model: ModelInfo,
+    settings: RunSettings,
+    *,
+    gpu_name: str,
+    num_gpus: int,
+    gpu_ram_bytes: int,
+    cpu_ram_bytes: int,
+    cpu_threads: int,
+    gpu_bandwidth_bytes_per_s: float | None = None,
+    cpu_bandwidth_bytes_per_s: float | None = None,
+    name: str = "cloud offer",
+) -> Placement:
+    """Would ``model`` fit a rented machine, and how fast: the offer's plain figures as the budget.
+
+    ``gpu_ram_bytes`` is per GPU, all of it free; ``cpu_threads`` the threads generation would
+    use. The same fit as on this machine, so an offer and a local GPU of the same size agree.
+    """
+    budget = budget_from_offer(
+        gpu_name,
+        num_gpus,
+        gpu_ram_bytes,
+        cpu_ram_bytes,
+        cpu_threads,
+        gpu_bandwidth_bytes_per_s=gpu_bandwidth_bytes_per_s,
+        cpu_bandwidth_bytes_per_s=cpu_bandwidth_bytes_per_s,
+        name=name,
+    )
+    return fit(model, budget, settings)

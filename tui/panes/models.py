@@ -24,12 +24,13 @@ from textual.widgets import DataTable, Input, ProgressBar, Static
 from rigdeck.core.errors import RigdeckError
 from rigdeck.core.models import browser
 from rigdeck.core.models.browser import Controls, FittedRow, HubSearch, ModelRow
-from rigdeck.core.models.fit.budget import HardwareBudget
+from rigdeck.core.models.fit.budget import HardwareBudget, machine_budget
 from rigdeck.core.models.fit.placement import Placement
+from rigdeck.core.models.fit.settings import RunSettings, build_run_settings
 from rigdeck.core.models.fit.speed import CpuCalibration
 from rigdeck.core.models.sources.hub import Cancelled, DownloadProgress, Hub
 from rigdeck.core.telemetry.snapshot import Snapshot
-from rigdeck.core.units import format_bytes
+from rigdeck.tui import words
 from rigdeck.tui.widgets.fit_detail import VERDICT_STYLES, FitDetailScreen
 from rigdeck.tui.widgets.fitbar import theme_styles, usage_cell
 
@@ -292,12 +293,10 @@ class ModelsPane(Vertical):
     def _update_budget(self, *, force: bool = False) -> None:
         if self.snapshot is None or not self.scanned:
             return
-        from rigdeck.core.models.fit.budget import budget_from_snapshot
-
-        budget = budget_from_snapshot(self.snapshot, calibration=self.calibration)
+        budget = machine_budget(self.snapshot, calibration=self.calibration)
         self._budget = budget
         self.query_one("#models-budget", Static).update(
-            Content(browser.budget_line(budget)), layout=False
+            Content(words.budget_line(budget)), layout=False
         )
         signature = _budget_signature(budget)
         if force or signature != self._fitted_signature:
@@ -356,7 +355,7 @@ class ModelsPane(Vertical):
         self._fit_cancel = threading.Event()
         self._generation += 1
         self._show_controls(fitting=True)
-        self._fit(self._generation, self._all_rows(), self._budget, self.controls, self._fit_cancel)
+        self._fit(self._generation, self._all_rows(), self._budget, self.settings, self._fit_cancel)
 
     @work(thread=True, exclusive=True, group="models-fit", exit_on_error=False)
     def _fit(
@@ -364,10 +363,10 @@ class ModelsPane(Vertical):
         generation: int,
         rows: list[ModelRow],
         budget: HardwareBudget,
-        controls: Controls,
+        settings: RunSettings,
         cancel: threading.Event,
     ) -> None:
-        fitted = browser.fit_rows(rows, budget, controls, self.runs, cancel)
+        fitted = browser.fit_rows(rows, budget, settings, self.runs, cancel)
         if not cancel.is_set():
             self.post_message(self.FitDone(generation, fitted))
 
@@ -377,6 +376,12 @@ class ModelsPane(Vertical):
         self.fitted = {f.row.key: f for f in message.fitted}
         self._show_controls()
         self._show_table()
+
+    @property
+    def settings(self) -> RunSettings:
+        """What every row is fitted with: the pane's controls through the one settings builder."""
+        c = self.controls
+        return build_run_settings(ctx=c.context, kv=c.kv_type, flash=c.flash)
 
     # -- drawing ---------------------------------------------------------------------------------
     def _show_controls(self, *, fitting: bool = False) -> None:
@@ -388,10 +393,10 @@ class ModelsPane(Vertical):
         self.query_one("#models-controls", Static).update(
             Content.assemble(
                 ("context ", "$text-muted"),
-                (c.context_label, "bold"),
+                (words.context(c.context), "bold"),
                 (" [c]", "$text-muted"),
                 ("  KV ", "$text-muted"),
-                (c.kv_label, "bold"),
+                (words.kv(self.settings), "bold"),
                 (" [v]", "$text-muted"),
                 ("  flash attn ", "$text-muted"),
                 (c.flash, "bold"),
@@ -452,7 +457,7 @@ class ModelsPane(Vertical):
     def _cells(self, f: FittedRow, colours: dict[str, Style]) -> list[object]:
         row, p = f.row, f.placement
         style = colours.get(VERDICT_STYLES.get(f.verdict, "").lstrip("$"), Style.null())
-        verdict = Text(browser.verdict_label(f), style=style)
+        verdict = Text(words.row_verdict(f), style=style)
         if p is not None:
             gpus = [d for d in p.devices if d.kind == "gpu"]
             host = next(d for d in p.devices if d.kind == "cpu")
@@ -464,15 +469,15 @@ class ModelsPane(Vertical):
                 else Text("no GPU", style=colours["text-muted"])
             )
             ram: object = usage_cell(host.total_bytes, host.budget_bytes, colours)
-            speed = f"{browser.tps_label(p.decode_tps)} / {browser.tps_label(p.prompt_tps)}"
+            speed = f"{words.tps(p.decode_tps)} / {words.tps(p.prompt_tps)}"
         else:
             vram = ram = speed = "-"
-        last = browser.measured_summary(f.run) if f.run is not None else ""
+        last = words.last_run_summary(f.run) if f.run is not None else ""
         name = row.name if len(row.name) <= _NAME_WIDTH else row.name[: _NAME_WIDTH - 1] + "…"
         return [
             Text(name),
             row.quant,
-            format_bytes(row.size_bytes),
+            words.size(row.size_bytes),
             row.source,
             verdict,
             vram,
@@ -524,7 +529,7 @@ class ModelsPane(Vertical):
             text = f"cannot fit: {f.error or f.row.error}"
         lines = [f"{f.row.label}: {text}"]
         if f.run is not None:
-            lines.append(browser.measured_line(f.run))
+            lines.append(words.last_run_line(f.run))
         info.update(Content("\n".join(lines)))
 
     # -- controls --------------------------------------------------------------------------------
@@ -556,7 +561,7 @@ class ModelsPane(Vertical):
             self._read_header(f.row)
             return
         self.app.push_screen(
-            FitDetailScreen(f, self.controls), lambda choice: self._detail_closed(f, choice)
+            FitDetailScreen(f, self.settings), lambda choice: self._detail_closed(f, choice)
         )
 
     def _detail_closed(self, fitted: FittedRow, choice: str | None) -> None:
@@ -634,7 +639,7 @@ class ModelsPane(Vertical):
         s = message.search
         self.hub_rows = list(s.rows)
         cost = (
-            f"{s.header_requests} requests, {format_bytes(s.header_bytes)} for headers"
+            f"{s.header_requests} requests, {words.size(s.header_bytes)} for headers"
             if s.header_requests
             else "no headers read"
         )
@@ -656,7 +661,7 @@ class ModelsPane(Vertical):
             self.post_message(self.HeaderDone(row, str(exc)))
             return
         new = browser.hub_row(row.hub_file, read.info, read.error)
-        note = f"{read.requests} requests, {format_bytes(read.bytes)}"
+        note = f"{read.requests} requests, {words.size(read.bytes)}"
         self.post_message(self.HeaderDone(new, note))
 
     def on_models_pane_header_done(self, message: HeaderDone) -> None:
@@ -716,8 +721,8 @@ class ModelsPane(Vertical):
         part = f" part {p.part}/{p.part_count}" if p.part_count > 1 else ""
         self.query_one("#models-download-label", Static).update(
             Content(
-                f"downloading {self._downloading}{part}: {format_bytes(p.done_bytes)} of "
-                f"{format_bytes(p.total_bytes)}  (x cancels)"
+                f"downloading {self._downloading}{part}: {words.size(p.done_bytes)} of "
+                f"{words.size(p.total_bytes)}  (x cancels)"
             ),
             layout=False,
         )

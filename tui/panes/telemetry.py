@@ -16,10 +16,11 @@ from textual.reactive import reactive
 
 from rigdeck.core.telemetry.history import History
 from rigdeck.core.telemetry.snapshot import GPU_PENDING, GpuProcess, GpuStats, Snapshot
-from rigdeck.core.units import format_bytes, format_rate
 from rigdeck.tui.widgets.line_panel import Cells, GraphLine, LinePanel, MeterLine, TextRow
 from rigdeck.tui.widgets.process_list import Column, ProcessList
 from rigdeck.tui.widgets.text_line import TextLine
+from rigdeck.tui.words import rate as format_rate
+from rigdeck.tui.words import size as format_bytes
 
 SORT_KEYS: tuple[tuple[str, str], ...] = (
     ("memory", "GPU/host memory"),

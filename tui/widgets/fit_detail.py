@@ -9,14 +9,9 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
-from rigdeck.core.models.browser import (
-    Controls,
-    FittedRow,
-    measured_line,
-    tps_label,
-    verdict_label,
-)
-from rigdeck.core.units import format_bytes
+from rigdeck.core.models.browser import FittedRow
+from rigdeck.core.models.fit.settings import RunSettings
+from rigdeck.tui import words
 from rigdeck.tui.widgets.fitbar import StackedBar
 
 VERDICT_STYLES = {
@@ -60,10 +55,10 @@ class FitDetailScreen(ModalScreen[str | None]):
         ),
     ]
 
-    def __init__(self, fitted: FittedRow, controls: Controls) -> None:
+    def __init__(self, fitted: FittedRow, settings: RunSettings) -> None:
         super().__init__()
         self.fitted = fitted
-        self.controls = controls
+        self.settings = settings
 
     def compose(self) -> ComposeResult:
         f = self.fitted
@@ -76,14 +71,14 @@ class FitDetailScreen(ModalScreen[str | None]):
                     f"  {row.source}",
                     f"  {row.repo}" if row.repo and row.repo not in row.label else "",
                     "  ",
-                    (verdict_label(f), f"bold {style}"),
+                    (words.row_verdict(f), f"bold {style}"),
                 ),
                 id="fit-title",
             )
             yield Static(
                 Content(
-                    f"context {self.controls.context_label} · KV {self.controls.kv_label} · "
-                    f"flash attention {self.controls.flash}"
+                    f"context {words.context(self.settings.n_ctx)} · KV {words.kv(self.settings)}"
+                    f" · flash attention {self.settings.flash}"
                     + (
                         f" · {p.gpu_layers} of {p.total_layers} layers on GPU"
                         if p and p.fits
@@ -121,8 +116,8 @@ class FitDetailScreen(ModalScreen[str | None]):
                     yield Static(
                         Content.assemble(
                             ("Predicted ", "bold"),
-                            f"{tps_label(p.decode_tps)} tok/s decode, "
-                            f"{tps_label(p.prompt_tps)} tok/s prompt",
+                            f"{words.tps(p.decode_tps)} tok/s decode, "
+                            f"{words.tps(p.prompt_tps)} tok/s prompt",
                         ),
                         id="fit-speed",
                     )
@@ -141,7 +136,7 @@ class FitDetailScreen(ModalScreen[str | None]):
                         yield Static(Content("\n".join(f"• {n}" for n in p.notes)), id="fit-notes")
                 if f.run is not None:
                     yield Static("Measured", classes="fit-section")
-                    yield Static(Content(measured_line(f.run)), id="fit-measured")
+                    yield Static(Content(words.last_run_line(f.run)), id="fit-measured")
             yield Static(self._hint(), classes="dialog-hint")
 
     def _hint(self) -> str:
@@ -164,7 +159,7 @@ class FitDetailScreen(ModalScreen[str | None]):
             table.add_row(
                 name,
                 *(
-                    format_bytes(n)
+                    words.size(n)
                     for n in (
                         d.weights_bytes,
                         d.kv_bytes,

@@ -4,13 +4,13 @@ typed, or a cloud offer."""
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from rigdeck.core.errors import FitError
 from rigdeck.core.models.fit import speed
 from rigdeck.core.telemetry.snapshot import Snapshot
+from rigdeck.core.units import parse_size
 
 # llama.cpp repacks these weight types for faster CPU matmuls (x86 AVX2 / Arm dot-product).
 DEFAULT_CPU_REPACK_TYPES = frozenset({"Q4_0", "Q4_K", "IQ4_NL", "MXFP4"})
@@ -73,24 +73,6 @@ class HardwareBudget:
             cpu_bandwidth_bytes_per_s=cpu_bandwidth_bytes_per_s,
             name=name,
         )
-
-
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)?\s*$", re.IGNORECASE)
-_SCALE = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
-def parse_size(text: str) -> int:
-    """Bytes from "24G", "24GB", "24GiB", "512M", "1.5T" or a plain byte count.
-
-    Memory sizes are binary: a "24 GB" card has 24 GiB, and that is what users type.
-    """
-    m = _SIZE_RE.match(text)
-    if m is None:
-        raise FitError(f"{text!r} is not a size; write it like 24G, 512M or 1.5T")
-    value = float(m[1]) * _SCALE[m[2].lower()]
-    if value <= 0:
-        raise FitError(f"{text!r}: a size must be more than zero")
-    return int(value)
 
 
 def default_threads(logical_cores: int | None = None) -> int:
@@ -177,3 +159,67 @@ def parse_vram_list(text: str) -> list[int]:
     if text.strip().lower() in {"0", "none", ""}:
         return []
     return [parse_size(part) for part in text.split(",")]
+
+
+def machine_budget(
+    snap: Snapshot,
+    *,
+    calibration: speed.CpuCalibration | None = None,
+    threads: int | None = None,
+    vram: Sequence[int] | None = None,
+    ram: int | None = None,
+    gpu_name: str | None = None,
+) -> HardwareBudget:
+    """This machine from one reading, with any typed sizes laid over it (``with_sizes``).
+
+    The one budget every face fits against: `rigdeck fit`, `run`, `serve`, `bench`, the models
+    pane and the chat pane, so the same reading and the same flags give the same placement.
+    """
+    base = budget_from_snapshot(snap, calibration=calibration, threads=threads)
+    return with_sizes(base, vram=vram, ram=ram, gpu_name=gpu_name)
+
+
+def budget_from_offer(
+    gpu_name: str,
+    num_gpus: int,
+    gpu_ram_bytes: int,
+    cpu_ram_bytes: int,
+    cpu_threads: int,
+    *,
+    gpu_bandwidth_bytes_per_s: float | None = None,
+    cpu_bandwidth_bytes_per_s: float | None = None,
+    cpu_flops: float | None = None,
+    name: str = "cloud offer",
+) -> HardwareBudget:
+    """A rented machine as the fit sees it, from an offer's plain figures (all memory free).
+
+    ``gpu_ram_bytes`` is per GPU; ``cpu_threads`` the threads generation will use. GPU bandwidth
+    and FLOPs come from the name table unless the offer measured the bandwidth; without a CPU
+    bandwidth the fit assumes a typical server CPU.
+    """
+    if num_gpus < 0 or gpu_ram_bytes < 0 or cpu_ram_bytes <= 0 or cpu_threads < 1:
+        raise FitError(
+            f"an offer needs 0 or more GPUs, RAM and at least one thread, not {num_gpus} GPUs, "
+            f"{cpu_ram_bytes} bytes of RAM, {cpu_threads} threads"
+        )
+    bw, flops = speed.gpu_spec(gpu_name)
+    cards = tuple(
+        GpuBudget(
+            index=i,
+            name=gpu_name,
+            total_bytes=gpu_ram_bytes,
+            free_bytes=gpu_ram_bytes,
+            bandwidth_bytes_per_s=gpu_bandwidth_bytes_per_s or bw,
+            flops=flops,
+        )
+        for i in range(num_gpus if gpu_ram_bytes else 0)
+    )
+    return HardwareBudget(
+        gpus=cards,
+        ram_total_bytes=cpu_ram_bytes,
+        ram_available_bytes=cpu_ram_bytes,
+        cpu_threads=cpu_threads,
+        cpu_bandwidth_bytes_per_s=cpu_bandwidth_bytes_per_s,
+        cpu_flops=cpu_flops,
+        name=name,
+    )

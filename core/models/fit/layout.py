@@ -306,8 +306,14 @@ def lay_out(
     verdict: Literal["gpu", "partial", "cpu", "none"] = (
         "none" if not fits else "gpu" if all_gpu else "partial" if any_gpu else "cpu"
     )
+    # The threads the speed was predicted with travel along, so every plan loads with them.
     resolved = replace(
-        s, n_ctx=run.n_ctx, flash_attn=run.flash_attn, gpu_layers=n_gpu_layers, cpu_moe=n_cpu_moe
+        s,
+        n_ctx=run.n_ctx,
+        flash_attn=run.flash_attn,
+        gpu_layers=n_gpu_layers,
+        cpu_moe=n_cpu_moe,
+        n_threads=s.n_threads or budget.cpu_threads,
     )
     placement = Placement(
         fits=fits,

@@ -1,8 +1,7 @@
 """Fit resolved models to a budget and describe the outcome as plain data (for --json and scripts).
 
-The CLI prints these; the models pane and `rigdeck run` can reuse the same pieces: settings
-from flags over config, one fit per model (a bad file in a repo is a row, not a crash), and
-the JSON shapes documented in the README.
+The CLI prints these: one fit per model (a bad file in a repo is a row, not a crash), and the
+JSON shapes documented in the README. Settings come from `fit.settings.build_run_settings`.
 """
 
 from __future__ import annotations
@@ -18,8 +17,6 @@ from rigdeck.core.models.fit.placement import Placement
 from rigdeck.core.models.fit.settings import RunSettings
 from rigdeck.core.models.sources.target import FailedModel, RemoteCost, Resolved, ResolvedModel
 
-_FLASH = {"auto": None, "on": True, "off": False, "true": True, "false": False}
-
 
 @dataclass(frozen=True)
 class FitResult:
@@ -29,25 +26,6 @@ class FitResult:
     @property
     def quant(self) -> str:
         return self.model.quant
-
-
-def run_settings(
-    *, ctx: int | None, kv: str | None, flash_attn: bool | None, config: Any = None
-) -> RunSettings:
-    """RunSettings from flags, falling back to the config's [models] keys, then defaults.
-
-    ``config`` is a ModelSettings (context, kv_type, flash_attn) or None. The KV type applies
-    to both K and V, as llama.cpp's -ctk/-ctv are usually set together.
-    """
-    n_ctx = ctx if ctx is not None else getattr(config, "context", 4096)
-    kv_type = kv or getattr(config, "kv_type", "f16")
-    fa = flash_attn
-    if fa is None and config is not None:
-        text = str(getattr(config, "flash_attn", "auto")).lower()
-        if text not in _FLASH:
-            raise FitError(f"models.flash_attn {text!r} must be auto, on or off")
-        fa = _FLASH[text]
-    return RunSettings(n_ctx=n_ctx, type_k=kv_type, type_v=kv_type, flash_attn=fa)
 
 
 def fit_all(
@@ -103,6 +81,7 @@ def settings_json(s: RunSettings) -> dict[str, Any]:
         "type_k": s.type_k,
         "type_v": s.type_v,
         "flash_attn": s.flash_attn,
+        "v_fallback": s.v_fallback,
         "n_batch": s.n_batch,
         "n_ubatch": s.n_ubatch,
         "gpu_margin_bytes": s.gpu_margin_bytes,

@@ -1,17 +1,33 @@
-"""How a model will run (context, KV cache, flash attention, batch): RunSettings."""
+"""How a model will run (context, KV cache, flash attention, batch): RunSettings, and the one
+builder every face uses to make them from the config, command-line flags or pane controls.
+
+The rule for K/V types lives here and only here: one KV type names both caches, and llama.cpp
+quantizes the V cache only with flash attention, so with flash attention explicitly off a
+quantized choice keeps V at f16 (``RunSettings.v_fallback`` says so) instead of refusing.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal, Protocol, get_args
 
 from rigdeck.core.errors import FitError
 
 MiB = 1 << 20
 GiB = 1 << 30
 
-# (block size, bytes per block) of the cache types llama.cpp accepts for K and V.
-KV_TYPES: Mapping[str, tuple[int, int]] = {
+KvType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl"]
+"""Every cache type the fit can size (llama.cpp accepts these for K and V)."""
+KvChoice = Literal["f16", "q8_0", "q4_0"]
+"""The KV types a user picks (flag, config, pane) and the runner loads."""
+FlashAttn = Literal["auto", "on", "off"]
+
+KV_CHOICES: tuple[KvChoice, ...] = get_args(KvChoice)
+FLASH_CHOICES: tuple[FlashAttn, ...] = get_args(FlashAttn)
+
+# (block size, bytes per block) of each cache type.
+KV_TYPES: Mapping[KvType, tuple[int, int]] = {
     "f32": (1, 4),
     "f16": (1, 2),
     "bf16": (1, 2),
@@ -22,6 +38,7 @@ KV_TYPES: Mapping[str, tuple[int, int]] = {
     "q5_1": (32, 24),
     "iq4_nl": (32, 18),
 }
+_FLASH_BOOL: Mapping[FlashAttn, bool | None] = {"auto": None, "on": True, "off": False}
 
 
 @dataclass(frozen=True)
@@ -30,8 +47,8 @@ class RunSettings:
 
     n_ctx: int = 4096
     """Context length in tokens (0: the model's training context). llama.cpp pads it to 256."""
-    type_k: str = "f16"
-    type_v: str = "f16"
+    type_k: KvType = "f16"
+    type_v: KvType = "f16"
     flash_attn: bool | None = None
     """None: llama.cpp's 'auto', which enables it on CPU and CUDA."""
     n_batch: int = 2048
@@ -69,7 +86,92 @@ class RunSettings:
             raise FitError(f"gpu_layers must be 0 or more, not {self.gpu_layers}")
         if self.cpu_moe is not None and self.cpu_moe < 0:
             raise FitError(f"cpu_moe must be 0 or more, not {self.cpu_moe}")
+        if self.n_threads is not None and self.n_threads < 1:
+            raise FitError(f"threads must be at least 1, not {self.n_threads}")
+
+    @property
+    def flash(self) -> FlashAttn:
+        """Flash attention as the user chose it: auto, on or off."""
+        return "auto" if self.flash_attn is None else ("on" if self.flash_attn else "off")
+
+    @property
+    def v_fallback(self) -> bool:
+        """True when K is quantized but V stays f16 because flash attention is off.
+
+        The builder makes such settings only from one quantized KV choice with flash attention
+        off, so this is the fact every face words as "V f16 (a quantized V needs flash
+        attention)".
+        """
+        return quantized(self.type_k) and self.type_v == "f16" and self.flash_attn is False
 
 
-def quantized(kv_type: str) -> bool:
+def quantized(kv_type: KvType) -> bool:
     return KV_TYPES[kv_type][0] > 1
+
+
+class ModelsConfig(Protocol):
+    """The config's [models] keys the settings come from (core.config.ModelSettings)."""
+
+    @property
+    def context(self) -> int: ...
+    @property
+    def kv_type(self) -> str: ...
+    @property
+    def flash_attn(self) -> str: ...
+
+
+def parse_kv(text: str) -> KvChoice:
+    """A KV cache choice from a flag, a config value or a pane control."""
+    value = text.strip().lower()
+    for choice in KV_CHOICES:
+        if value == choice:
+            return choice
+    raise FitError(f"KV cache type {text!r} must be one of {', '.join(KV_CHOICES)}")
+
+
+def parse_flash(value: str | bool | None) -> FlashAttn:
+    """Flash attention from a config value ("auto", "on", "off") or an on/off flag (None: auto)."""
+    if value is None:
+        return "auto"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    text = value.strip().lower()
+    aliases: Mapping[str, FlashAttn] = {"true": "on", "false": "off"}
+    for choice in FLASH_CHOICES:
+        if text == choice:
+            return choice
+    if text in aliases:
+        return aliases[text]
+    raise FitError(f"flash attention {value!r} must be auto, on or off")
+
+
+def build_run_settings(
+    config: ModelsConfig | None = None,
+    *,
+    ctx: int | None = None,
+    kv: str | None = None,
+    flash: str | bool | None = None,
+    gpu_layers: int | None = None,
+    threads: int | None = None,
+) -> RunSettings:
+    """The one way to make RunSettings: what a face asked for over the [models] config.
+
+    ``ctx``, ``kv`` and ``flash`` are a flag's or a pane control's value; None falls back to
+    ``config`` (context, kv_type, flash_attn), then to the defaults (4096, f16, auto). ``flash``
+    may be a bool (``--flash-attn`` / ``--no-flash-attn``). One KV type names both caches; with
+    flash attention off a quantized type keeps V at f16 (see ``RunSettings.v_fallback``).
+    """
+    n_ctx = ctx if ctx is not None else (config.context if config is not None else 4096)
+    kv_type = parse_kv(kv if kv is not None else (config.kv_type if config is not None else "f16"))
+    if flash is None and config is not None:
+        flash = config.flash_attn
+    flash_attn = _FLASH_BOOL[parse_flash(flash)]
+    type_v: KvChoice = "f16" if flash_attn is False else kv_type
+    return RunSettings(
+        n_ctx=n_ctx,
+        type_k=kv_type,
+        type_v=type_v,
+        flash_attn=flash_attn,
+        gpu_layers=gpu_layers,
+        n_threads=threads,
+    )

@@ -18,14 +18,15 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rigdeck.core.errors import FitError, HubError, ModelFileError, RigdeckError
 from rigdeck.core.models.format.gguf import GGUFHeader, join_split, read_gguf, read_header
 from rigdeck.core.models.format.model_info import ModelInfo
-from rigdeck.core.models.format.quant_names import quant_from_filename, split_part
+from rigdeck.core.models.format.model_reader import info_from_header
+from rigdeck.core.models.format.quant_names import split_part
 
 if TYPE_CHECKING:  # the Hub client pulls in huggingface_hub; local fits never need it
     from rigdeck.core.models.sources.hub import Hub, HubFile
@@ -169,8 +170,7 @@ def load_local(path: str | os.PathLike[str]) -> ResolvedModel:
         raise ModelFileError(f"{given}: no such file{hint}")
     header = read_gguf(p)
     parts = header.parts or (str(p),)
-    info = ModelInfo.from_header(header)
-    info = _with_file_quant(info, Path(parts[0]).name)
+    info = info_from_header(header, p.name)
     return ResolvedModel(
         label=Path(parts[0]).name,
         location=str(Path(parts[0])),
@@ -210,7 +210,7 @@ def load_remote(
             f"{repo_id}/{filename}: is one part of a split model but its name "
             "does not end in -0000N-of-0000M.gguf"
         )
-    info = _with_file_quant(ModelInfo.from_header(header), names[0])
+    info = info_from_header(header, names[0])
     size = header.file_size or file_size or info.file_size
     return ResolvedModel(
         label=names[0].rsplit("/", 1)[-1],
@@ -300,13 +300,6 @@ def _part_names(filename: str) -> list[str]:
         return [filename]
     stem, _index, count = split
     return [f"{stem}-{i:05d}-of-{count:05d}.gguf" for i in range(1, count + 1)]
-
-
-def _with_file_quant(info: ModelInfo, filename: str) -> ModelInfo:
-    """Prefer the header's own file type; fall back to the name when the header has none."""
-    if info.quant and info.quant != "unknown":
-        return info
-    return replace(info, quant=quant_from_filename(filename) or info.quant)
 
 
 def total_cost(models: Sequence[Resolved]) -> RemoteCost | None:
