@@ -4,6 +4,7 @@ Every fault test ends with the ledger and the provider in agreement: each instan
 open in the ledger, exactly once, and nothing the ledger holds open is gone.
 """
 
+# ruff: noqa: F811  (pytest fixtures are imported by name and taken as arguments)
 from __future__ import annotations
 
 import os
@@ -43,7 +44,7 @@ def ledger(tmp_path):
     return make_ledger(tmp_path)
 
 
-def _rent(provider, ledger, sim, **kw):  # noqa: F811
+def _rent(provider, ledger, sim, **kw):
     offer = kw.pop("offer", None) or on_demand_offer(provider)
     return actions.rent(
         provider, ledger, request(offer, **kw), caps=Caps(max_usd=5), clock=sim_clock(sim),
@@ -51,7 +52,7 @@ def _rent(provider, ledger, sim, **kw):  # noqa: F811
     )  # fmt: skip
 
 
-def test_rent_writes_the_intent_first_and_the_outcome_after(sim, provider, ledger):  # noqa: F811
+def test_rent_writes_the_intent_first_and_the_outcome_after(sim, provider, ledger):
     row = _rent(provider, ledger, sim)
     assert sim.create_count == 1
     assert row.source == "rigdeck" and row.caps.max_usd == 5
@@ -66,7 +67,7 @@ def test_rent_writes_the_intent_first_and_the_outcome_after(sim, provider, ledge
     assert_in_agreement(ledger, sim)
 
 
-def test_a_label_is_never_sent_twice(sim, provider, ledger):  # noqa: F811
+def test_a_label_is_never_sent_twice(sim, provider, ledger):
     row = _rent(provider, ledger, sim)
     with pytest.raises(CloudError, match="already used"):
         _rent(provider, ledger, sim, label=row.label)
@@ -74,7 +75,7 @@ def test_a_label_is_never_sent_twice(sim, provider, ledger):  # noqa: F811
     assert_in_agreement(ledger, sim)
 
 
-def test_429_and_502_storms_end_in_agreement(sim, provider, ledger):  # noqa: F811
+def test_429_and_502_storms_end_in_agreement(sim, provider, ledger):
     sim.rate_limit(1, retry_after=0.1, op="show")
     sim.storm(2, status=502, op="show")
     row = _rent(provider, ledger, sim)
@@ -105,7 +106,7 @@ def test_429_and_502_storms_end_in_agreement(sim, provider, ledger):  # noqa: F8
     assert len(failed) == 2
 
 
-def test_a_create_answered_never_is_adopted_not_resent(sim, provider, ledger):  # noqa: F811
+def test_a_create_answered_never_is_adopted_not_resent(sim, provider, ledger):
     sim.create_never()
     row = _rent(provider, ledger, sim)
     assert row.source == "adopted"
@@ -115,7 +116,7 @@ def test_a_create_answered_never_is_adopted_not_resent(sim, provider, ledger):  
     assert outcome.ok and "found by its label" in outcome.detail
 
 
-def test_a_create_answered_late_is_adopted_exactly_once(sim, provider, ledger):  # noqa: F811
+def test_a_create_answered_late_is_adopted_exactly_once(sim, provider, ledger):
     sim.create_late(CREATE_TIMEOUT_S + 1.5)
     row = _rent(provider, ledger, sim)
     assert row.source == "adopted" and sim.create_count == 1
@@ -123,7 +124,7 @@ def test_a_create_answered_late_is_adopted_exactly_once(sim, provider, ledger): 
     assert_in_agreement(ledger, sim)
 
 
-def test_killed_between_create_and_outcome_then_reconcile_adopts(sim, provider, ledger, tmp_path):  # noqa: F811
+def test_killed_between_create_and_outcome_then_reconcile_adopts(sim, provider, ledger, tmp_path):
     marker = tmp_path / "created"
     label = actions.new_label()
     offer = on_demand_offer(provider)
@@ -154,7 +155,7 @@ def test_killed_between_create_and_outcome_then_reconcile_adopts(sim, provider, 
     assert reconcile(provider, ledger, clock=sim_clock(sim)).adopted == ()
 
 
-def test_destroy_failing_twice_then_succeeding(sim, provider, ledger):  # noqa: F811
+def test_destroy_failing_twice_then_succeeding(sim, provider, ledger):
     row = _rent(provider, ledger, sim)
     sim.fail_destroy(2, status=502)
     done = actions.destroy(provider, ledger, row.id, clock=sim_clock(sim), backoff=FAST)
@@ -166,7 +167,7 @@ def test_destroy_failing_twice_then_succeeding(sim, provider, ledger):  # noqa: 
     assert_in_agreement(ledger, sim)
 
 
-def test_a_destroy_that_never_confirms_stays_destroying_until_reconcile(sim, provider, ledger):  # noqa: F811
+def test_a_destroy_that_never_confirms_stays_destroying_until_reconcile(sim, provider, ledger):
     row = _rent(provider, ledger, sim)
     sim.fail_destroy(50, status=500)
     with pytest.raises(CloudError, match="not confirmed destroyed after 3 tries"):
@@ -185,7 +186,7 @@ def test_a_destroy_that_never_confirms_stays_destroying_until_reconcile(sim, pro
     assert_in_agreement(ledger, sim)
 
 
-def test_an_instance_that_never_becomes_ready(sim, provider, ledger):  # noqa: F811
+def test_an_instance_that_never_becomes_ready(sim, provider, ledger):
     sim.never_ready(msg="Error: image pull failed")
     row = _rent(provider, ledger, sim)
     boot(sim)
@@ -201,14 +202,14 @@ def test_an_instance_that_never_becomes_ready(sim, provider, ledger):  # noqa: F
     assert_in_agreement(ledger, sim)
 
 
-def test_a_ready_instance_is_waited_for(sim, provider, ledger):  # noqa: F811
+def test_a_ready_instance_is_waited_for(sim, provider, ledger):
     row = _rent(provider, ledger, sim)
     boot(sim)
     ready = actions.wait_running(provider, ledger, row.id, timeout_s=10, clock=sim_clock(sim))
     assert ready.state == "running"
 
 
-def test_outbid_is_seen_and_storage_still_bills(sim, provider, ledger):  # noqa: F811
+def test_outbid_is_seen_and_storage_still_bills(sim, provider, ledger):
     offer = bid_offer(provider)
     assert offer.interruptible_min_bid is not None
     row = _rent(provider, ledger, sim, offer=offer, bid=round(offer.interruptible_min_bid * 1.2, 4))
@@ -232,7 +233,7 @@ def test_outbid_is_seen_and_storage_still_bills(sim, provider, ledger):  # noqa:
     assert back is not None and back.state == "running" and not back.outbid
 
 
-def test_stop_and_start_follow_the_provider(sim, provider, ledger):  # noqa: F811
+def test_stop_and_start_follow_the_provider(sim, provider, ledger):
     row = _rent(provider, ledger, sim)
     boot(sim)
     stopped = actions.stop(provider, ledger, row.id, clock=sim_clock(sim))
@@ -249,7 +250,7 @@ def test_stop_and_start_follow_the_provider(sim, provider, ledger):  # noqa: F81
     assert ledger.events(instance_id=row.id)[-4].cli == f"vastai stop instance {row.id}"
 
 
-def test_spend_matches_the_providers_charges_and_balance(sim, provider, ledger):  # noqa: F811
+def test_spend_matches_the_providers_charges_and_balance(sim, provider, ledger):
     clock = sim_clock(sim)
     row = _rent(provider, ledger, sim)
     reconcile(provider, ledger, clock=clock)
@@ -265,7 +266,7 @@ def test_spend_matches_the_providers_charges_and_balance(sim, provider, ledger):
     assert check is not None and check.provider_usd > 0 and check.agrees()
 
 
-def test_reconcile_flags_unknown_instances_and_never_destroys_them(sim, provider, ledger):  # noqa: F811
+def test_reconcile_flags_unknown_instances_and_never_destroys_them(sim, provider, ledger):
     offer = on_demand_offer(provider)
     outside = provider.rent(request(offer, label="made-by-hand"))
     mine = _rent(provider, ledger, sim)
@@ -288,7 +289,7 @@ def test_reconcile_flags_unknown_instances_and_never_destroys_them(sim, provider
     assert_in_agreement(ledger, sim)
 
 
-def test_an_intended_rent_that_never_happened_closes_as_never_created(sim, provider, ledger):  # noqa: F811
+def test_an_intended_rent_that_never_happened_closes_as_never_created(sim, provider, ledger):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)  # fmt: skip
     now = datetime.fromtimestamp(sim.now(), UTC)
@@ -303,7 +304,7 @@ def test_an_intended_rent_that_never_happened_closes_as_never_created(sim, provi
     assert not outcome.ok and "never created" in outcome.detail
 
 
-def test_a_rent_in_flight_in_another_process_is_left_alone(sim, provider, ledger):  # noqa: F811
+def test_a_rent_in_flight_in_another_process_is_left_alone(sim, provider, ledger):
     now = datetime.fromtimestamp(sim.now(), UTC)
     ledger.intent(
         "rent", at=now, label="rigdeck-inflight",
@@ -313,7 +314,7 @@ def test_a_rent_in_flight_in_another_process_is_left_alone(sim, provider, ledger
     assert ledger.has_open()
 
 
-def test_reconcile_reads_every_page(sim, provider, ledger):  # noqa: F811
+def test_reconcile_reads_every_page(sim, provider, ledger):
     offer = on_demand_offer(provider)
     made = {provider.rent(request(offer)) for _ in range(60)}  # three pages of 25
     report = reconcile(provider, ledger, clock=sim_clock(sim))
