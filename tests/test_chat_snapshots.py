@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from textual.containers import VerticalScroll
 
-from rigdeck.core.models.run.chat_support import measured_line, reply_line
 from rigdeck.core.models.run.plan import GenerationStats, LoadStats, RunPlan
 from rigdeck.tui.app import RigdeckApp
 from rigdeck.tui.panes.chat import ChatPane
+from rigdeck.tui.panes.chat.status import ChatOffer, ChatStatus, Measured, StatusView, reply_line
 from rigdeck.tui.widgets.chat_message import ChatMessageView
 from tests.support.fixed_snapshot import no_gpu_box
 from tests.test_snapshots import fixed_app as snapshot_app
@@ -63,9 +63,17 @@ def test_chat_conversation(snap_compare, tmp_path):
             finish_reason="stop",
             timing_source="llama.cpp",
         )
-        pane._label, pane._plan = "SmolLM2-135M demo", plan
-        pane._measured = measured_line(plan, load, reply)
-        pane._set_offer("")
+        # A finished reply's status, drawn through the status line's own surface: the pane's
+        # states are driven in test_chat_pane.py; this picture is about the drawing.
+        pane.query_one(ChatStatus).show(
+            StatusView(
+                label="SmolLM2-135M demo",
+                plan=plan,
+                measured=Measured(plan, load, reply),
+                activity=reply_line(reply),
+            )
+        )
+        pane.query_one(ChatOffer).show("")
         log = pane.query_one("#chat-log", VerticalScroll)
         await log.mount_all(
             [
@@ -73,7 +81,6 @@ def test_chat_conversation(snap_compare, tmp_path):
                 ChatMessageView("assistant", ANSWER),
             ]
         )
-        pane._set_activity(reply_line(reply))
         log.focus()
         await pilot.pause()
 

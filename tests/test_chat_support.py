@@ -1,4 +1,4 @@
-"""The chat pane's UI-free helpers: typed sampling, progress, measured-vs-predicted lines."""
+"""The chat pane's helpers: typed sampling and progress (core), and the status line's words."""
 
 from __future__ import annotations
 
@@ -12,13 +12,11 @@ from rigdeck.core.errors import RunError
 from rigdeck.core.models.run.chat_support import (
     conversation_path,
     load_fraction,
-    measured_line,
     parse_sampling,
-    progress_text,
-    reply_line,
     run_settings,
 )
 from rigdeck.core.models.run.plan import GenerationStats, LoadStats, RunPlan
+from rigdeck.tui.panes.chat.status import measured_line, progress_text, reply_line
 
 MiB = 1 << 20
 

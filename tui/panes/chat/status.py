@@ -1,0 +1,153 @@
+"""The chat pane's two lines of words: what runs and how it measured, and what just happened.
+
+Every word the status and offer lines show about a load, a reply or a server comes from here;
+sizes and tokens/s from ``rigdeck.tui.words``, as on every other screen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from textual.widgets import Static
+
+from rigdeck.core.models.run.chat_support import load_fraction
+from rigdeck.core.models.run.plan import GenerationStats, LoadStats, RunPlan, Sampling
+from rigdeck.core.units import format_bytes
+
+_PHASE_WORDS = {
+    "reading": "reading the header",
+    "loading": "loading weights",
+    "warming": "warming up",
+}
+_ENDED = {"stop": "done", "length": "hit max tokens", "cancelled": "stopped"}
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What the loaded model measured beside what its plan predicted (``reply``: the last one)."""
+
+    plan: RunPlan
+    load: LoadStats
+    reply: GenerationStats | None = None
+
+
+@dataclass(frozen=True)
+class StatusView:
+    """Everything the status line says, as values; ``ChatStatus.show`` words it."""
+
+    label: str = ""
+    plan: RunPlan | None = None
+    loading: bool = False
+    measured: Measured | None = None
+    served_url: str | None = None
+    sampling: Sampling | None = None
+    """Shown while a model is loaded here: the sampling the next reply uses."""
+    activity: str = ""
+
+
+# -- words -------------------------------------------------------------------------------------
+def _size(n: int | None) -> str:
+    return format_bytes(n) if n is not None else "?"
+
+
+def describe_sampling(s: Sampling) -> str:
+    seed = "random" if s.seed is None else str(s.seed)
+    return f"temp {s.temperature:g} · top-p {s.top_p:g} · max {s.max_tokens} · seed {seed}"
+
+
+def progress_text(name: str, phase: str, fraction: float) -> str:
+    done = load_fraction(phase, fraction)
+    width = 20
+    filled = round(done * width)
+    bar = "█" * filled + "░" * (width - filled)
+    return f"loading {name}  {bar} {done:4.0%}  {_PHASE_WORDS.get(phase, phase)}"
+
+
+def measured_line(plan: RunPlan, load: LoadStats, reply: GenerationStats | None = None) -> str:
+    """ "predicted 5.1 GiB / measured 5.0 GiB, 38 tok/s (predicted 41)" for a loaded model.
+
+    The GPU figure is what NVML charges to this process (llama.cpp's own buffer sizes where
+    NVML cannot see it); the host figure is the resident memory the load added.
+    """
+    parts: list[str] = []
+    gpu_measured = (
+        load.gpu_bytes if load.gpu_bytes is not None else (load.device_buffer_bytes or None)
+    )
+    if plan.predicted_vram_bytes or gpu_measured:
+        parts.append(
+            f"GPU predicted {_size(plan.predicted_vram_bytes)}"
+            f" / measured {_size(gpu_measured)}"
+        )
+    label = "RAM " if parts else ""
+    parts.append(
+        f"{label}predicted {_size(plan.predicted_ram_bytes)}"
+        f" / measured {_size(load.host_rss_delta_bytes)}"
+    )
+    line = " · ".join(parts)
+    if reply is not None and reply.decode_tps:
+        line += f", {reply.decode_tps:.0f} tok/s"
+    elif reply is None:
+        line += ", tok/s after the first reply"
+    if plan.predicted_decode_tps:
+        line += f" (predicted {plan.predicted_decode_tps:.0f})"
+    return line
+
+
+def ended(finish_reason: Literal["stop", "length", "cancelled"]) -> str:
+    """Why a reply ended, in a word or three: "done", "hit max tokens", "stopped"."""
+    return _ENDED[finish_reason]
+
+
+def reply_line(stats: GenerationStats) -> str:
+    """One line about a finished reply: tokens, speeds, why it ended."""
+    speeds = []
+    if stats.prompt_tps:
+        speeds.append(f"prompt {stats.prompt_tps:.0f} tok/s")
+    if stats.decode_tps:
+        speeds.append(f"decode {stats.decode_tps:.1f} tok/s")
+    return (
+        f"{stats.decode_tokens} tokens, {', '.join(speeds) or 'no timing'}"
+        f" · {ended(stats.finish_reason)}"
+    )
+
+
+def streaming_line(tokens: int, tokens_per_s: float | None) -> str:
+    """The live line while a reply streams: "generating… 40 tokens, 75.2 tok/s · ctrl+g stops"."""
+    rate = f", {tokens_per_s:.1f} tok/s" if tokens_per_s is not None else ""
+    return f"generating… {tokens} tokens{rate} · ctrl+g stops"
+
+
+def status_lines(view: StatusView) -> list[str]:
+    label, plan = view.label, view.plan
+    if view.loading:
+        lines = [f"{label} · {plan.describe() if plan else 'fitting'}"]
+    elif view.measured is not None:
+        head = f"{label} · {plan.describe() if plan else ''}"
+        m = view.measured
+        lines = [f"{head} · {measured_line(m.plan, m.load, m.reply)}"]
+    elif view.served_url is not None:
+        lines = [f"{label} · served at {view.served_url}"]
+    else:
+        lines = ["no model loaded"]
+    if view.sampling is not None:
+        lines[0] += f" · {describe_sampling(view.sampling)}"
+    if view.activity:
+        lines.append(view.activity)
+    return lines
+
+
+# -- widgets -----------------------------------------------------------------------------------
+class ChatStatus(Static):
+    """The status line: what is loaded, measured beside predicted, and the latest activity."""
+
+    def show(self, view: StatusView) -> None:
+        self.update("\n".join(status_lines(view)), layout=True)
+
+
+class ChatOffer(Static):
+    """One line (or a few) offering the next step or saying what went wrong; hidden when empty."""
+
+    def show(self, text: str) -> None:
+        self.update(text)
+        self.set_class(bool(text), "-shown")
