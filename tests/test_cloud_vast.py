@@ -84,6 +84,8 @@ def test_unverified_and_unrentable_only_when_asked(sim, provider):
     shown = {o.id for o in provider.search_offers("", limit=500, show_unverified=True)}
     assert hidden and not hidden & default
     assert hidden <= shown
+    configured = make_provider(sim, show_unverified=True)  # [cloud] show_unverified = true
+    assert hidden <= {o.id for o in configured.search_offers("", limit=500)}
 
 
 def test_interruptible_search_sorts_by_min_bid(provider):

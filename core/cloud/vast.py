@@ -39,6 +39,7 @@ from rigdeck.core.cloud.provider import (
     ProviderUnavailable,
     RentRequest,
 )
+from rigdeck.core.cloud.vast_query import parse_query, server_order, sort_key
 from rigdeck.core.cloud.vast_rows import instance_from_row, offer_from_row
 from rigdeck.core.config import CloudSettings, Settings
 from rigdeck.core.errors import RigdeckError
@@ -46,7 +47,7 @@ from rigdeck.core.secrets import RedactingFilter, Secret, read_secret_file, reda
 
 DEFAULT_API_URL = "https://console.vast.ai"
 PAGE_SIZE = 25
-_HTTP_LOGGERS = ("urllib3", "urllib3.connectionpool", "requests", "vastai")
+_HTTP_LOGGERS = ("urllib3", "urllib3.connectionpool", "urllib3.util.retry", "requests", "vastai")
 
 T = TypeVar("T")
 Retry = Literal["read", "rate_limit_only"]
@@ -119,6 +120,7 @@ class VastProvider:
         attempts: int = 4,
         backoff_s: float = 0.25,
         max_retry_after_s: float = 30.0,
+        show_unverified: bool = False,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         """`attempts`: tries per read (first one included); `max_retry_after_s`: the longest
@@ -134,6 +136,7 @@ class VastProvider:
         self._backoff_s = backoff_s
         self._max_retry_after_s = max_retry_after_s
         self._sleep = sleep
+        self.show_unverified = show_unverified
         _guard_http_logs(api_key)
 
     def __repr__(self) -> str:
@@ -149,17 +152,21 @@ class VastProvider:
         sort: OfferSort = "price",
         interruptible: bool = False,
         limit: int = 50,
-        show_unverified: bool = False,
+        show_unverified: bool | None = None,
         storage_gb: float = 5.0,
     ) -> Sequence[Offer]:
         """Offers matching a Vast query (``gpu_ram>=24 num_gpus=1 gpu_name=RTX_4090``).
 
-        Unverified and unrentable machines are hidden unless `show_unverified`. `sort`:
+        Unverified and unrentable machines are hidden unless `show_unverified` (None: the
+        provider's setting, ``[cloud] show_unverified``). `storage_gb` prices the disk into
+        the offers' ``dph_total`` on Vast's side; `Offer.dph` excludes it either way. `sort`:
         price ($/h, or the min bid when `interruptible`), tflops ($ per TFLOPS), reliability,
         bandwidth (download).
         """
-        filters = _parse_query(query, show_unverified=show_unverified)
-        order = _ORDERS[sort] if not (interruptible and sort == "price") else [["min_bid", "asc"]]
+        if show_unverified is None:
+            show_unverified = self.show_unverified
+        filters = parse_query(query, show_unverified=show_unverified)
+        order = server_order(sort, interruptible=interruptible)
         rows = self._call(
             "search offers",
             lambda sdk: sdk.search_offers(
@@ -173,7 +180,7 @@ class VastProvider:
         )
         read_at = datetime.now(UTC)
         offers = [offer_from_row(row, read_at) for row in rows]
-        return sorted(offers, key=_SORT_KEYS[sort] if not interruptible else _bid_key(sort))
+        return sorted(offers, key=sort_key(sort, interruptible=interruptible))
 
     # -- instances ------------------------------------------------------------------------
 
@@ -181,9 +188,15 @@ class VastProvider:
         label = request.label or unique_label()
         what = f"create on offer {request.offer_id} (label {label})"
 
-        def create(sdk: Sdk) -> Any:
-            return sdk.create_instance(
-                request.offer_id,
+        from vastai.api.instances import (
+            build_create_instance_payload,
+            create_instance_from_payload,
+        )
+
+        # Built (and checked) before anything is sent, so a bad argument is a plain error and
+        # only what happens on the wire can make a create uncertain.
+        try:
+            payload = build_create_instance_payload(
                 image=request.image,
                 disk=request.disk_gb,
                 env=dict(request.env),
@@ -193,6 +206,11 @@ class VastProvider:
                 ssh=request.ssh,
                 direct=request.ssh,
             )
+        except ValueError as exc:
+            raise CloudError(self._clean(f"Cannot {what}: {exc}")) from None
+
+        def create(sdk: Sdk) -> Any:
+            return create_instance_from_payload(sdk.client, request.offer_id, payload)
 
         try:
             answer = create(self._sdk(self._create_timeout_s))
@@ -326,8 +344,8 @@ class VastProvider:
                         f"attempt{'s' if attempt > 1 else ''}"
                     ) from None
                 self._sleep(delay)
-            except ValueError as exc:
-                raise CloudError(self._clean(f"Vast.ai answered {what} oddly: {exc}")) from None
+            except (ValueError, KeyError, TypeError) as exc:
+                raise CloudError(self._clean(f"Vast.ai answered {what} oddly: {exc!r}")) from None
             delay *= 2
         raise AssertionError("unreachable")
 
@@ -402,69 +420,6 @@ def _server_message(response: requests.Response | None) -> str:
     return ""
 
 
-class _FieldCheck:
-    """The field set handed to the SDK's query parser: knows every name, records unknown ones.
-
-    The parser prints a warning to stderr for a field it does not know; we report it as an
-    error instead, so nothing reaches a terminal the TUI is drawing on.
-    """
-
-    def __init__(self, known: set[str]) -> None:
-        self.known = known
-        self.unknown: list[str] = []
-
-    def __contains__(self, name: object) -> bool:
-        if name not in self.known:
-            self.unknown.append(str(name))
-        return True
-
-
-def _parse_query(query: str, *, show_unverified: bool) -> dict[str, Any]:
-    from vastai.api.query import offers_alias, offers_fields, offers_mult, parse_query
-
-    base: dict[str, Any] = {"external": {"eq": False}}
-    if not show_unverified:
-        base.update({"verified": {"eq": True}, "rentable": {"eq": True}})
-    check = _FieldCheck(set(offers_fields) | {"reliability2"})
-    try:
-        parsed = parse_query(query.strip(), base, check, offers_alias, offers_mult)
-    except ValueError as exc:
-        raise CloudError(f"Offer query {query!r}: {' '.join(str(exc).split())}") from None
-    if check.unknown:
-        raise CloudError(
-            f"Offer query {query!r}: unknown field {check.unknown[0]!r} "
-            "(e.g. gpu_name, num_gpus, gpu_ram, reliability, dph, inet_down, cuda_vers)"
-        )
-    return dict(parsed or base)
-
-
-_ORDERS: dict[str, list[list[str]]] = {
-    "price": [["dph_total", "asc"]],
-    "tflops": [["flops_per_dphtotal", "desc"]],
-    "reliability": [["reliability", "desc"]],
-    "bandwidth": [["inet_down", "desc"]],
-}
-
-
-def _usd_per_tflops(offer: Offer) -> float:
-    return offer.dph / offer.tflops if offer.tflops else float("inf")
-
-
-_SORT_KEYS: dict[str, Callable[[Offer], Any]] = {
-    "price": lambda o: (o.dph, o.id),
-    "tflops": lambda o: (_usd_per_tflops(o), o.id),
-    "reliability": lambda o: (-o.reliability, o.dph, o.id),
-    "bandwidth": lambda o: (-o.inet_down_mbps, o.dph, o.id),
-}
-
-
-def _bid_key(sort: OfferSort) -> Callable[[Offer], Any]:
-    if sort != "price":
-        return _SORT_KEYS[sort]
-    inf = float("inf")
-    return lambda o: (o.interruptible_min_bid if o.interruptible_min_bid is not None else inf, o.id)
-
-
 _guarded: set[int] = set()
 
 
@@ -493,7 +448,15 @@ def provider_from_settings(
         from rigdeck.core.cloud.simulator import SIMULATED_API_KEY, start_simulated_api
 
         url = start_simulated_api()
-        return VastProvider(Secret(SIMULATED_API_KEY), api_url=url, simulated=True)
+        return VastProvider(
+            Secret(SIMULATED_API_KEY),
+            api_url=url,
+            simulated=True,
+            show_unverified=cloud.show_unverified,
+        )
     return VastProvider(
-        load_api_key(cloud, env), api_url=resolve_api_url(cloud, env), simulated=False
+        load_api_key(cloud, env),
+        api_url=resolve_api_url(cloud, env),
+        simulated=False,
+        show_unverified=cloud.show_unverified,
     )
