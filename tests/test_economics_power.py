@@ -20,6 +20,7 @@ from rigdeck.core.economics.power import (
     hardware_per_hour,
     idle_watts,
     local_rate,
+    local_rate_now,
     rest_watts,
     run_energy,
 )
@@ -220,3 +221,14 @@ def test_hardware_is_amortised_over_calendar_hours():
         rate.energy_per_hour.value + per_hour.value  # type: ignore[operator]
     )
     assert hardware_per_hour(EconomicsSettings()).value == 0.0
+
+
+def test_this_machine_now_without_gpu_or_readable_rapl_uses_the_config(tmp_path):
+    settings = EconomicsSettings(system_watts=72.0, psu_efficiency=0.9, price_per_kwh=0.5)
+    rate = local_rate_now(settings, rapl=CpuPackagePower(tmp_path / "no-powercap"), interval_s=0)
+    assert rate.rest_watts.value == 72.0 and rate.rest_watts.source == "user"
+    assert rate.watts.value == pytest.approx(((rate.gpu_watts.value or 0.0) + 72.0) / 0.9)
+    shown = local_json(rate)
+    assert shown["idle_usd_per_month"]["value"] == pytest.approx(
+        shown["idle_usd_per_hour"]["value"] * HOURS_PER_MONTH
+    )

@@ -13,9 +13,9 @@ from typing import Any
 from rigdeck.core.config import EconomicsSettings
 from rigdeck.core.economics.breakeven import Breakeven, Upgrade, breakeven, parse_upgrade
 from rigdeck.core.economics.budget_alerts import Budget, SpendSummary, budget_status
-from rigdeck.core.economics.figures import Figure
+from rigdeck.core.economics.figures import Figure, scaled
 from rigdeck.core.economics.machine_bench import MachineBench
-from rigdeck.core.economics.power import LocalRate
+from rigdeck.core.economics.power import HOURS_PER_MONTH, LocalRate
 from rigdeck.core.economics.unlocks import Unlock, unlocks
 from rigdeck.core.models.launch import HardwareBudget, ModelInfo, RunSettings
 
@@ -24,6 +24,8 @@ def local_json(rate: LocalRate) -> dict[str, Any]:
     return {
         "usd_per_hour": rate.usd_per_hour.to_json(),
         "idle_usd_per_hour": rate.idle_usd_per_hour.to_json(),
+        # Left on around the clock: what "a box left on is not free" comes to in a month.
+        "idle_usd_per_month": scaled(rate.idle_usd_per_hour, HOURS_PER_MONTH).to_json(),
         "watts": rate.watts.to_json(),
         "idle_watts": rate.idle_watts.to_json(),
         "gpu_watts": rate.gpu_watts.to_json(),
