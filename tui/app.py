@@ -122,8 +122,11 @@ class RigdeckApp(App[None]):
         sampler_factory: Callable[[], TelemetrySampler] | None = None,
         state: AppState | None = None,
         clock_free: bool = False,
+        simulate: bool = False,
     ) -> None:
         self.settings = settings or load_settings()
+        # The cloud pane runs on the project's simulated Vast account; every screen says so.
+        self.simulate = simulate
         super().__init__()
         self._sampler_factory = sampler_factory or self._default_sampler
         # Built now (cheap: NVML starts in the worker) so the first reading, taken when the

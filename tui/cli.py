@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="never signal processes (shared sessions)",
     )
+    parser.add_argument(
+        "--simulate",
+        action="store_true",
+        help="cloud on the project's simulated Vast account (no key, no money)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     tel = sub.add_parser("telemetry", help="print a hardware snapshot (or a live line)")
@@ -62,10 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     shot.add_argument("--size", default="120x36", help="COLSxROWS (default 120x36)")
     shot.add_argument("--pane", default="telemetry", help="which pane to show")
 
-    from rigdeck.tui import cli_fit, cli_run
+    from rigdeck.tui import cli_cloud, cli_fit, cli_run
 
     cli_fit.add_parsers(sub)
     cli_run.add_parsers(sub)
+    cli_cloud.add_parsers(sub)
     return parser
 
 
@@ -104,12 +110,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command is None:
         from rigdeck.tui.app import RigdeckApp
 
-        RigdeckApp(settings).run()
+        RigdeckApp(settings, simulate=args.simulate).run()
         return EXIT_OK
     if args.command != "screenshot":
         for warning in settings.warnings:
             _console(stderr=True).print(f"[yellow]rigdeck: {warning}[/]")
-    from rigdeck.tui import cli_fit, cli_run
+    from rigdeck.tui import cli_cloud, cli_fit, cli_run
 
     handler = {
         "telemetry": cmd_telemetry,
@@ -117,6 +123,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "screenshot": cmd_screenshot,
         **cli_fit.HANDLERS,
         **cli_run.HANDLERS,
+        **cli_cloud.HANDLERS,
     }[args.command]
     return handler(args, settings)
 
