@@ -7,6 +7,7 @@ itself runs detached on the instance and never notices.
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import select
 import socket
@@ -23,6 +24,10 @@ from rigdeck.core.cloud.host_keys import HostKeyChanged, HostKeyStore, PinOnFirs
 from rigdeck.core.cloud.provider import CloudError
 from rigdeck.core.cloud.ssh_keys import SshKeyPair
 from rigdeck.core.cloud.target import DEFAULT_CHUNK, DEFAULT_OUTPUT_LIMIT, ExecResult
+
+# Paramiko's transport thread logs a dropped link at ERROR; with no handler configured Python would
+# print that to stderr, over the TUI's screen. rigdeck reports the drop itself (SshLinkLost).
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 __all__ = [
     "HostKeyChanged",
@@ -200,6 +205,11 @@ class SshTarget:
             transport = client.get_transport()
             assert transport is not None
             transport.set_keepalive(self.keepalive_s)
+            # Small SSH packets (a channel open, a file stat) would otherwise sit out Nagle's
+            # wait for the peer's delayed ACK: about 40 ms a request.
+            sock = transport.sock
+            if isinstance(sock, socket.socket):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             return transport
 
     def _open(self) -> paramiko.SSHClient:

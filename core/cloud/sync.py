@@ -128,6 +128,24 @@ def remote_has_rsync(target: SshTarget) -> bool:
     return target.has_command("rsync")
 
 
+def _prepare(target: SshTarget, make_dir: str | None, method: Method | None) -> Method:
+    """One round trip: make the destination folder, and find out whether rsync is there."""
+    steps = [f"mkdir -p {shlex.quote(make_dir)}"] if make_dir else []
+    if method is None:
+        steps.append("if command -v rsync >/dev/null 2>&1; then echo rsync; else echo sftp; fi")
+    if not steps:
+        return method or "rsync"
+    result = target.run(" && ".join(steps), timeout_s=30)
+    if not result.ok:
+        raise SyncError(
+            f"cannot make {make_dir} on instance {target.endpoint.instance_id}: "
+            f"{result.stderr.decode('utf-8', 'replace').strip() or f'exit {result.exit_code}'}"
+        )
+    if method is not None:
+        return method
+    return "sftp" if result.text.strip().endswith("sftp") else "rsync"
+
+
 def _stat_number(stats: str, label: str) -> int:
     match = re.search(rf"^{re.escape(label)}:\s*([\d,]+)", stats, re.MULTILINE)
     return int(match.group(1).replace(",", "")) if match else 0
@@ -196,10 +214,9 @@ def plan_push(
     gitignore: bool = True,
 ) -> SyncSummary:
     """What `push` would send now (dry run): the summary to show before the first push."""
-    if not remote_has_rsync(target):
+    if _prepare(target, None, None) == "sftp":
         files = local_files(local, excludes, gitignore)
         return SyncSummary(*sftp_plan(target, local, remote_dir, files))
-    target.run(f"mkdir -p {shlex.quote(remote_dir)}", timeout_s=30)
     argv = [
         *_rsync_base(target, bwlimit_kbps=None, compress=False),
         "--dry-run",
@@ -233,7 +250,7 @@ def push(
     """
     if not local.exists():
         raise SyncError(f"{local} does not exist; nothing to sync")
-    chosen = method or ("rsync" if remote_has_rsync(target) else "sftp")
+    chosen = _prepare(target, remote_dir, method)
     if chosen == "sftp":
         files = local_files(local, excludes, gitignore)
         start = time.monotonic()
@@ -241,12 +258,6 @@ def push(
             target, local, remote_dir, files, on_progress, bwlimit_kbps
         )
         return SyncResult("sftp", count, size, literal, time.monotonic() - start)
-    mkdir = target.run(f"mkdir -p {shlex.quote(remote_dir)}", timeout_s=30)
-    if not mkdir.ok:
-        raise SyncError(
-            f"cannot make {remote_dir} on instance {target.endpoint.instance_id}: "
-            f"{mkdir.stderr.decode('utf-8', 'replace').strip()}"
-        )
     argv = [
         *_rsync_base(target, bwlimit_kbps=bwlimit_kbps, compress=compress),
         *filter_args(excludes, gitignore),
@@ -271,7 +282,7 @@ def pull(
     """Fetch ``remote_path`` (a file, or a folder's contents when it ends in /) into
     ``local_dir``; resumable like `push`."""
     local_dir.mkdir(parents=True, exist_ok=True)
-    chosen = method or ("rsync" if remote_has_rsync(target) else "sftp")
+    chosen = _prepare(target, None, method)
     if chosen == "sftp":
         start = time.monotonic()
         count, size, literal = sftp_pull(target, remote_path, local_dir, on_progress, bwlimit_kbps)

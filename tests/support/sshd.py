@@ -124,7 +124,11 @@ class SshdServer:
             f.write(public_key.strip() + "\n")
 
     def _write_config(self) -> Path:
-        extra = ""
+        # A fresh image's root has no shell startup files; the developer's own (pyenv, conda)
+        # would make every command slow, and one that prints would corrupt rsync's protocol.
+        home = self.dir / "home"
+        home.mkdir(exist_ok=True)
+        env = [f"HOME={home}"]
         if self.hidden:
             # Sessions get a PATH of links to every program except the hidden ones.
             bin_dir = self.dir / "bin"
@@ -135,7 +139,9 @@ class SshdServer:
                     link = bin_dir / entry.name
                     if entry.name not in self.hidden and not link.exists():
                         link.symlink_to(entry)
-            extra = f"SetEnv PATH={bin_dir}"
+            env.append(f"PATH={bin_dir}")
+        # One SetEnv line: sshd reads only the first.
+        extra = "SetEnv " + " ".join(env)
         config = self.dir / "sshd_config"
         config.write_text(SSHD_CONFIG.format(port=self.port, dir=self.dir, extra=extra))
         return config
