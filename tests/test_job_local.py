@@ -28,6 +28,7 @@ from rigdeck.core.cloud.jobs.remote import (
     Launch,
     LocalTarget,
     parse_status,
+    plan_launch,
     read_log,
 )
 from rigdeck.core.cloud.jobs.spec import JobSpec, load_spec, parse_spec
@@ -246,3 +247,15 @@ def test_a_job_killed_outright_reads_as_lost_and_an_unknown_one_as_missing(targe
     assert target.status(target.paths("never-started")).phase == "missing"
     with pytest.raises(JobRunnerError):
         parse_status("sh: 1: syntax error")
+
+
+def test_a_job_folder_that_cannot_be_made_is_one_clear_error(target, tmp_path):
+    spec = parse_spec('name = "s"\n[run]\ncommand = "echo hi"\n', tmp_path / "s.toml")
+    (tmp_path / "blocker").write_text("a file where the folder should go")
+    launch = plan_launch(
+        spec, "blocked", workdir=str(tmp_path), job_dir=str(tmp_path / "blocker" / "j")
+    )
+    with pytest.raises(JobRunnerError, match="did not start: cannot create"):
+        target.start(launch)
+    with pytest.raises(JobRunnerError, match="job id"):
+        plan_launch(spec, "bad id; rm -rf /")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+import re
 import shlex
 import subprocess
 from collections.abc import Mapping
@@ -43,6 +44,7 @@ SHELL_VALUES: Mapping[str, str] = {
 """What each placeholder becomes in the script: a variable set on the target before the command."""
 
 _STATUS_HEADER = "rigdeck-status 1"
+_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _LAUNCH_TAG = "rigdeck-launch"
 
 # `kill -0` alone is not enough: a pid can come back as another process after a restart, and a
@@ -124,6 +126,8 @@ def plan_launch(
     resume_from: str | None = None,
 ) -> Launch:
     """The launch of ``spec`` as job ``job_id``. ``resume_from`` relative to the workdir."""
+    if not _JOB_ID.match(job_id):
+        raise JobRunnerError(f"job id {job_id!r}: use letters, digits, '.', '_' or '-'")
     work = workdir or spec.run.remote_dir
     if resume_from is not None and not posixpath.isabs(resume_from):
         resume_from = posixpath.join(work, resume_from)
@@ -159,7 +163,8 @@ def _heredoc(path: str, body: str) -> str:
     tag = "RIGDECK_EOF_" + hashlib.sha256(text.encode()).hexdigest()[:12]
     while tag in text.splitlines():
         tag += "_"
-    return f"cat > {shlex.quote(path)} <<'{tag}'\n{text}{tag}\n"
+    fail = shlex.quote(f"{_LAUNCH_TAG} failed cannot write {path}")
+    return f"cat > {shlex.quote(path)} <<'{tag}' || {{ echo {fail}; exit 0; }}\n{text}{tag}\n"
 
 
 def run_script(launch: Launch) -> str:
@@ -476,7 +481,6 @@ class LocalTarget:
         return ShellResult(done.returncode, done.stdout, done.stderr)
 
     def start(self, launch: Launch) -> LaunchResult:
-        Path(launch.paths.job_dir).parent.mkdir(parents=True, exist_ok=True)
         return start_job(self, launch)
 
     def status(self, paths: JobPaths) -> JobStatus:
