@@ -386,3 +386,12 @@ def test_another_process_sees_and_steers_the_same_account(tmp_path):
     with Simulator(state_path=path) as here:
         assert [(i["id"], i["label"]) for i in here.instances()] == [(created, "from-child")]
         assert here.charges(created) > 0.0
+
+
+def test_a_damaged_state_file_is_a_clear_500(tmp_path):
+    path = tmp_path / "account.json"
+    path.write_text("{not json")
+    with Simulator(state_path=path) as damaged, pytest.raises(requests.HTTPError) as failed:
+        sdk(damaged).show_instances()
+    assert failed.value.response.status_code == 500
+    assert "delete it to start afresh" in failed.value.response.json()["msg"]

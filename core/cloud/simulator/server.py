@@ -68,6 +68,15 @@ class Handler(BaseHTTPRequestHandler):
         self._dispatch()
 
     def _dispatch(self) -> None:
+        try:
+            self._serve()
+        except Exception as exc:
+            # A broken simulator answers like a broken server (500), never with silence: a
+            # dropped connection means something else to a client (see create_never).
+            message = f"simulator failure: {' '.join(str(exc).split())}"
+            self._send(500, {"success": False, "error": "simulator_error", "msg": message})
+
+    def _serve(self) -> None:
         arrived = time.monotonic()
         parts = urlsplit(self.path)
         args = dict(parse_qsl(parts.query, keep_blank_values=True))

@@ -51,7 +51,9 @@ class Simulator:
         api_key: str | None = None,
     ) -> None:
         """`created_s`/`loading_s`: how long a new instance spends in each phase before it
-        runs. `api_key`: the only key accepted (None: any non-empty key)."""
+        runs. `api_key`: the only key accepted (None: any non-empty key). `clock`: epoch
+        seconds, the wall clock by default. With `state_path`, an account already in the
+        file keeps its own seed, phases and credit; these only shape a new one."""
         self._clock: Clock = clock or time.time
         self._api_key = api_key
 

@@ -18,8 +18,13 @@ from pathlib import Path
 from typing import Protocol
 
 from rigdeck.core.cloud.simulator.account import Account
+from rigdeck.core.errors import RigdeckError
 
 AccountFactory = Callable[[], Account]
+
+
+class StateFileError(RigdeckError):
+    """The shared account file cannot be read; the message says how to start afresh."""
 
 
 class Store(Protocol):
@@ -45,8 +50,8 @@ class FileStore:
         self.path = path
         self._factory = factory
         self._lock_path = path.with_name(path.name + ".lock")
-        # flock excludes other processes; threads of this one also need a mutex, since a
-        # second flock on a fresh descriptor in the same process would not wait.
+        # flock (on a descriptor opened per transaction) excludes other processes and other
+        # simulators of this one; the mutex lets this simulator's threads queue cheaply.
         self._thread_lock = threading.RLock()
         path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -68,7 +73,12 @@ class FileStore:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return self._factory()
-        return Account.from_json(json.loads(text))
+        try:
+            return Account.from_json(json.loads(text))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StateFileError(
+                f"{self.path} is not a simulated account ({exc}); delete it to start afresh"
+            ) from None
 
     def _save(self, account: Account) -> None:
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
