@@ -320,3 +320,19 @@ def test_reconcile_reads_every_page(sim, provider, ledger):
     report = reconcile(provider, ledger, clock=sim_clock(sim))
     assert report.listed == 60 and {i.id for i in report.unaccounted} == made
     assert open_ids(ledger) == made
+
+
+def test_two_instances_with_one_intended_label_adopt_exactly_one(sim, provider, ledger):
+    offer = on_demand_offer(provider)
+    first = provider.rent(request(offer, label="rigdeck-dup"))
+    second = provider.rent(request(offer, label="rigdeck-dup"))  # a create that was re-sent
+    ledger.intent(
+        "rent", at=datetime.fromtimestamp(sim.now(), UTC), label="rigdeck-dup",
+        data={"pid": None, "offer_id": offer.id},
+    )  # fmt: skip
+    report = reconcile(provider, ledger, clock=sim_clock(sim))
+    assert [i.id for i in report.adopted] == [min(first, second)]
+    assert [i.id for i in report.unaccounted] == [max(first, second)]
+    why = ledger.events(instance_id=max(first, second))[-1].detail
+    assert "a second instance labelled rigdeck-dup" in why
+    assert open_ids(ledger) == live_ids(sim)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from rigdeck.core.cloud.ledger import (
     StateChange,
     default_ledger_path,
 )
+from rigdeck.core.cloud.report import ledger_json
 from rigdeck.core.cloud.spend import (
     burn_dph,
     check_against_credit,
@@ -229,3 +231,30 @@ def test_processes_share_the_ledger_without_losing_a_write(tmp_path):
     assert len(events) == 3 * 150 * 2
     outcomes = [e for e in events if e.kind == "outcome"]
     assert len({e.intent_seq for e in outcomes}) == 450
+
+
+def test_ledger_json_has_the_documented_shape(tmp_path):
+    ledger = Ledger(tmp_path / "l.sqlite3")
+    seq = ledger.intent("rent", at=T0, label="rigdeck-1", cli="vastai create instance 5")
+    with ledger.write() as tx:
+        tx.put_instance(inst(1, project="llm"))
+        tx.outcome(seq, at=T0, ok=True, instance_id=1, detail="created instance 1")
+        tx.put_instance(inst(2, source="unaccounted", label=None))
+        tx.state_change(StateChange(1, T0 + H, "stopped", 1.0, 0.1))
+        tx.record_credit(T0, 50.0)
+        tx.record_credit(T0 + 2 * H, 50.0 - 1.2 - 2.2)
+    data = ledger_json(ledger, T0 + 2 * H)
+    json.dumps(data)  # plain JSON all the way down
+    assert {"instances", "total_usd", "month_usd", "events"} <= data.keys()
+    first, second = data["instances"]
+    assert first["id"] == 1 and first["usd"] == pytest.approx(1.2)
+    assert first["burn_usd_per_hour"] == pytest.approx(0.1) and first["state"] == "running"
+    assert second["unaccounted"] and data["unaccounted"] == [2]
+    assert data["total_usd"] == pytest.approx(1.2 + 2.2)
+    assert data["by_project"] == {"llm": pytest.approx(1.2), "": pytest.approx(2.2)}
+    assert data["credit_check"]["agrees"]
+    assert [(e["kind"], e["action"], e["cli"]) for e in data["events"]] == [
+        ("intent", "rent", "vastai create instance 5"),
+        ("outcome", "rent", None),
+    ]
+    assert data["events"][0]["at"] == "2026-03-10T12:00:00+00:00"

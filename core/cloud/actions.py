@@ -29,6 +29,7 @@ from rigdeck.core.cloud.provider import (
     ProviderUnavailable,
     RentRequest,
 )
+from rigdeck.core.cloud.spend import usd_between
 
 Clock = Callable[[], datetime]
 
@@ -282,6 +283,15 @@ def record_read(tx: LedgerTx, row: LedgerInstance, read: Instance, now: datetime
     tx.put_instance(updated)
     if step is not None:
         tx.state_change(step)
+    refresh_usd(tx, row.id, now)
+
+
+def refresh_usd(tx: LedgerTx, instance_id: int, now: datetime) -> None:
+    """Store the row's $ so far (a cache for quick display; the timeline stays the truth)."""
+    row = tx.instance(instance_id)
+    if row is not None:
+        steps = tx.state_changes([instance_id]).get(instance_id, [])
+        tx.set_usd([(instance_id, usd_between(row, steps, end=now))])
 
 
 # -- readiness -------------------------------------------------------------------------------
@@ -370,6 +380,7 @@ def destroy(
             with ledger.write() as tx:
                 tx.outcome(seq, at=now, ok=True, detail=f"confirmed gone after {tries} tries")
                 tx.close(instance_id, at=now, state="destroyed", reason=reason)
+                refresh_usd(tx, instance_id, now)
             return _known(ledger, instance_id)
         last = CloudError("the provider still lists it")
     ledger.outcome(seq, at=clock(), ok=False, detail=f"not confirmed after {tries} tries: {last}")

@@ -323,6 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=None)
     parser.add_argument("--factory", default=DEFAULT_FACTORY, help="module:function(Settings)")
     parser.add_argument("--once", action="store_true")
+    parser.add_argument("--simulate", action="store_true", help="guard the simulated account")
     args = parser.parse_args(argv)
     handler = logging.FileHandler(guard_log_path(), encoding="utf-8")
     handler.addFilter(RedactingFilter())

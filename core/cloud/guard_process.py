@@ -109,12 +109,14 @@ def spawn_guard(
     config_path: Path | None = None,
     factory: str = DEFAULT_FACTORY,
     env: Mapping[str, str] | None = None,
+    simulate: bool = False,
     wait_s: float = 15.0,
 ) -> int:
     """Start the guard detached (its own session, no terminal) unless one runs; its pid.
 
     The guard outlives the app that started it and exits by itself once the ledger holds
-    nothing open. Raises `CloudError` naming its log when it does not come up.
+    nothing open. ``simulate``: it guards the simulated account (``--simulate``). Raises
+    `CloudError` naming its log when it does not come up.
     """
     running = find_guard()
     if running is not None:
@@ -124,6 +126,8 @@ def spawn_guard(
         args += ["--ledger", str(ledger_path)]
     if config_path is not None:
         args += ["--config", str(config_path)]
+    if simulate:
+        args.append("--simulate")
     log_path = guard_log_path()
     with open(log_path, "ab") as out:
         child = subprocess.Popen(

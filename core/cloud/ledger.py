@@ -146,12 +146,17 @@ class LedgerReads:
         self, instance_ids: Iterable[int] | None = None
     ) -> dict[int, list[StateChange]]:
         """Billing timelines by instance, each in time order."""
-        rows = self._read("SELECT * FROM state_changes ORDER BY instance_id, at, rowid")
-        wanted = None if instance_ids is None else set(instance_ids)
+        order = " ORDER BY instance_id, at, rowid"
+        if instance_ids is None:
+            rows = self._read("SELECT * FROM state_changes" + order)
+        else:
+            ids = sorted(set(instance_ids))
+            marks = ", ".join("?" * len(ids))
+            rows = self._read(
+                f"SELECT * FROM state_changes WHERE instance_id IN ({marks})" + order, ids
+            )
         out: dict[int, list[StateChange]] = {}
         for r in rows:
-            if wanted is not None and r["instance_id"] not in wanted:
-                continue
             at = parse_iso(r["at"])
             assert at is not None
             out.setdefault(r["instance_id"], []).append(
