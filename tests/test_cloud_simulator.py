@@ -395,3 +395,11 @@ def test_a_damaged_state_file_is_a_clear_500(tmp_path):
         sdk(damaged).show_instances()
     assert failed.value.response.status_code == 500
     assert "delete it to start afresh" in failed.value.response.json()["msg"]
+
+
+def test_only_bids_can_be_outbid_or_preempted(sim):
+    instance_id = rent(sim)
+    with pytest.raises(ValueError, match="on-demand"):
+        sim.outbid(instance_id)
+    with pytest.raises(ValueError, match="on-demand"):
+        sim.preempt(instance_id)

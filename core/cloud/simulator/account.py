@@ -266,17 +266,26 @@ class Account:
             self._change_state(inst, "loading", now, LOADING_MSG)
 
     def outbid(self, inst: SimInstance, now: float, min_bid: float | None) -> None:
+        self._interruptible(inst, "outbid")
         current = inst.min_bid if inst.min_bid is not None else inst.dph
         raised = min_bid if min_bid is not None else max(current, inst.dph) * 1.25
         inst.min_bid = round(raised, 4)
-        if inst.bid is None:
-            inst.bid = inst.dph
         self._change_state(inst, "stopped", now, OUTBID_MSG)
         inst.hold = False
 
     def preempt(self, inst: SimInstance, now: float) -> None:
+        self._interruptible(inst, "preempted")
         self._change_state(inst, "stopped", now, PREEMPT_MSG)
         inst.hold = False
+
+    @staticmethod
+    def _interruptible(inst: SimInstance, what: str) -> None:
+        if inst.bid is None:
+            # On Vast only bids lose their machine; an on-demand host going away is offline.
+            raise ValueError(
+                f"instance {inst.id} is on-demand and cannot be {what}; "
+                "use set_state(id, 'offline') for a host that went away"
+            )
 
     def set_state(self, inst: SimInstance, state: str, now: float, msg: str | None) -> None:
         if state not in SIM_STATES:
