@@ -7,13 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from rigdeck.core.config import ModelSettings
 from rigdeck.core.errors import RunError
 from rigdeck.core.models.run.chat_support import (
     conversation_path,
     load_fraction,
     parse_sampling,
-    run_settings,
 )
 from rigdeck.core.models.run.plan import GenerationStats, LoadStats, RunPlan
 from rigdeck.tui.panes.chat.status import measured_line, progress_text, reply_line
@@ -95,12 +93,6 @@ def test_gpu_memory_falls_back_to_llama_buffers_without_nvml() -> None:
     )
     line = measured_line(plan, load)
     assert line.startswith("GPU predicted 5.0 GiB / measured 4.0 GiB · RAM predicted 300.0 MiB")
-
-
-def test_run_settings_keep_v_f16_without_flash_attention() -> None:
-    settings = run_settings(ModelSettings(kv_type="q8_0", flash_attn="off"))
-    assert (settings.type_k, settings.type_v, settings.flash_attn) == ("q8_0", "f16", False)
-    assert run_settings(ModelSettings(kv_type="q8_0")).type_v == "q8_0"
 
 
 def test_saved_chat_names_are_safe_and_sortable() -> None:

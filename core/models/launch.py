@@ -222,12 +222,14 @@ def fit_on_offer(
     cpu_threads: int,
     gpu_bandwidth_bytes_per_s: float | None = None,
     cpu_bandwidth_bytes_per_s: float | None = None,
+    cpu_flops: float | None = None,
     name: str = "cloud offer",
 ) -> Placement:
     """Would ``model`` fit a rented machine, and how fast: the offer's plain figures as the budget.
 
     ``gpu_ram_bytes`` is per GPU, all of it free; ``cpu_threads`` the threads generation would
-    use. The same fit as on this machine, so an offer and a local GPU of the same size agree.
+    use; without a CPU bandwidth or FLOP/s the fit assumes a typical CPU. The same fit as on this
+    machine, so an offer and a local GPU of the same size agree.
     """
     budget = budget_from_offer(
         gpu_name,
@@ -237,6 +239,7 @@ def fit_on_offer(
         cpu_threads,
         gpu_bandwidth_bytes_per_s=gpu_bandwidth_bytes_per_s,
         cpu_bandwidth_bytes_per_s=cpu_bandwidth_bytes_per_s,
+        cpu_flops=cpu_flops,
         name=name,
     )
     return fit(model, budget, settings)

@@ -13,24 +13,16 @@ from pathlib import Path
 
 from rigdeck.core.config import ModelSettings
 from rigdeck.core.errors import RunError
-from rigdeck.core.models.fit.budget import budget_from_snapshot
-from rigdeck.core.models.fit.engine import fit
-from rigdeck.core.models.fit.settings import RunSettings
+from rigdeck.core.models.fit.budget import machine_budget
+from rigdeck.core.models.fit.settings import build_run_settings
+from rigdeck.core.models.format.model_reader import read_model_info
 from rigdeck.core.models.run.chat_runner import FittedPlan
-from rigdeck.core.models.run.plan import RunPlan, Sampling, plan_from_placement
+from rigdeck.core.models.run.fitted import fit_and_plan
+from rigdeck.core.models.run.plan import RunPlan, Sampling
 from rigdeck.core.telemetry.snapshot import Snapshot
 
 # How much of the whole load each phase stands for, so one bar moves forward only.
 _PHASE_SPAN = {"reading": (0.0, 0.05), "loading": (0.05, 0.95), "warming": (0.95, 1.0)}
-
-
-def run_settings(models: ModelSettings) -> RunSettings:
-    """The fit's settings from the user's [models] config (context, KV cache, flash attention)."""
-    flash = {"auto": None, "on": True, "off": False}.get(models.flash_attn)
-    kv = models.kv_type
-    # A quantized V cache needs flash attention; with it off, only K can be quantized.
-    type_v = kv if flash is not False else "f16"
-    return RunSettings(n_ctx=models.context, type_k=kv, type_v=type_v, flash_attn=flash)
 
 
 def fit_here(
@@ -38,21 +30,21 @@ def fit_here(
 ) -> FittedPlan:
     """Read the header and fit the model to this machine; blocking (reads the file).
 
-    Without a machine reading yet there is no budget to fit against: the plan loads the model
-    on the CPU with the configured context and no prediction (``placement`` None).
+    The same path as `rigdeck run`: the [models] config through the one settings builder, the
+    budget from this reading and the cached calibration, the fit and the plan (which loads with
+    the threads the speed was predicted for). Without a machine reading yet there is no budget
+    to fit against: the plan loads the model on the CPU with the configured context and no
+    prediction (``placement`` None).
     """
-    from rigdeck.core.models.format.gguf import read_gguf
-    from rigdeck.core.models.format.model_info import ModelInfo
-
-    settings = run_settings(models)
-    info = ModelInfo.from_header(read_gguf(path))
-    if snapshot is None:
-        return FittedPlan(RunPlan(str(path), n_ctx=models.context), None)
     from rigdeck.core.models.fit.speed import load_or_measure_cpu
 
-    budget = budget_from_snapshot(snapshot, calibration=load_or_measure_cpu())
-    placement = fit(info, budget, settings)
-    return FittedPlan(plan_from_placement(path, placement), placement)
+    settings = build_run_settings(models)
+    info = read_model_info(path)
+    if snapshot is None:
+        return FittedPlan(RunPlan(str(path), n_ctx=settings.n_ctx), None)
+    budget = machine_budget(snapshot, calibration=load_or_measure_cpu())
+    fitted = fit_and_plan(path, settings, budget, model=info)
+    return FittedPlan(fitted.plan, fitted.placement)
 
 
 def parse_sampling(temperature: str, top_p: str, max_tokens: str, seed: str) -> Sampling:
