@@ -15,6 +15,7 @@ from rigdeck.core.cloud.jobs.spec import (
     load_spec,
     nproc_for,
     placeholders,
+    preview_command,
     render_command,
 )
 from rigdeck.core.errors import RigdeckError
@@ -154,6 +155,14 @@ def test_nproc_is_the_gpu_count_at_least_one_unless_set(tmp_path):
     assert [nproc_for(spec, gpus) for gpus in (0, 1, 8)] == [1, 1, 8]
     spec = load_spec(write(tmp_path, MINIMAL + "nproc = 2\n"))
     assert [nproc_for(spec, gpus) for gpus in (0, 8)] == [2, 2]
+
+
+def test_preview_shows_the_command_a_machine_will_run():
+    spec = load_spec(SAMPLES / "tiny-gpt.toml")
+    assert preview_command(spec, num_gpus=8) == (
+        "torchrun --standalone --nproc-per-node=8 train.py --out out"
+    )
+    assert "--nproc-per-node=1 " in preview_command(spec, num_gpus=0)
 
 
 def test_missing_file_is_one_line(tmp_path):

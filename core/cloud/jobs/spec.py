@@ -442,3 +442,20 @@ def render_command(template: str, values: Mapping[str, str | int]) -> str:
 def nproc_for(spec: JobSpec, num_gpus: int) -> int:
     """What ``{nproc}`` becomes on a machine with ``num_gpus`` GPUs."""
     return spec.run.nproc if spec.run.nproc is not None else max(1, num_gpus)
+
+
+def preview_command(
+    spec: JobSpec, *, num_gpus: int, job_id: str = "<job id>", workdir: str | None = None
+) -> str:
+    """The command as it will run on a machine with ``num_gpus`` GPUs (for a dry run or an
+    offer's detail); the runner itself fills the placeholders on the target."""
+    return render_command(
+        spec.run.command,
+        {
+            "num_gpus": num_gpus,
+            "nproc": nproc_for(spec, num_gpus),
+            "remote_dir": workdir or spec.run.remote_dir,
+            "job": job_id,
+            "name": spec.name,
+        },
+    )
