@@ -104,6 +104,14 @@ def test_dph_total_adds_the_allocated_storage(sim):
     assert found[0]["dph_total"] == pytest.approx(0.80 + 0.36 * 100 / 720)
 
 
+def test_the_newer_search_endpoint_answers_the_same(sim):
+    query = {"num_gpus": {"eq": "1"}, "verified": {"eq": True}, "rentable": {"eq": True}}
+    order = [["dph_total", "asc"]]
+    newer = sdk(sim).search_offers_new(query=query, order=order, no_default=True)
+    older = sdk(sim).search_offers(query=query, order=order, no_default=True)
+    assert newer and [o["id"] for o in newer] == [o["id"] for o in older]
+
+
 def test_limit_and_added_offers(sim):
     assert len(sdk(sim).search_offers("", limit=3)) == 3
     added = sim.add_offer(gpu_name="H100 SXM", num_gpus=8, gpu_ram=81559, dph_base=17.5)
