@@ -111,6 +111,8 @@ def test_a_mistyped_query_is_one_clear_error(provider, capfd):
         provider.search_offers("gpu_nmae=RTX_4090")
     with pytest.raises(CloudError, match="Offer query"):
         provider.search_offers("num_gpus ~ 2")
+    with pytest.raises(CloudError, match="Unknown offer sort"):
+        provider.search_offers("", sort="cheapest")
     out, err = capfd.readouterr()
     assert out == "" and err == ""
 

@@ -27,6 +27,7 @@ from typing import Any, Literal, TypeVar
 import requests
 
 from rigdeck.core.cloud.provider import (
+    OFFER_SORTS,
     CloudError,
     CreateUncertain,
     Credit,
@@ -163,6 +164,8 @@ class VastProvider:
         price ($/h, or the min bid when `interruptible`), tflops ($ per TFLOPS), reliability,
         bandwidth (download).
         """
+        if sort not in OFFER_SORTS:
+            raise CloudError(f"Unknown offer sort {sort!r}; one of {', '.join(OFFER_SORTS)}")
         if show_unverified is None:
             show_unverified = self.show_unverified
         filters = parse_query(query, show_unverified=show_unverified)
