@@ -33,7 +33,7 @@ from rigdeck.core.cloud.guard import (
     seconds_to_next_cap,
     spawn_guard,
 )
-from rigdeck.core.cloud.guard_process import guard_pid_path
+from rigdeck.core.cloud.guard_process import guard_pid_path, hold_guard_lock
 from rigdeck.core.cloud.ledger import Caps
 from rigdeck.core.cloud.reconcile import reconcile
 from rigdeck.core.config import CloudSettings
@@ -256,3 +256,18 @@ def test_the_detached_guard_is_found_again_acts_and_exits_by_itself(
     finally:
         if psutil.pid_exists(pid) and find_guard() == pid:
             os.kill(pid, 9)
+
+
+def test_one_guard_lock_at_a_time_and_a_stale_pid_file_is_ignored():
+    path = guard_pid_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("999999\n")  # left by a guard that crashed: nobody holds its lock
+    assert find_guard() is None
+    lock = hold_guard_lock()
+    assert lock is not None
+    try:
+        assert find_guard() == os.getpid()
+        assert hold_guard_lock(wait_s=0.2) is None  # a second guard stands down
+    finally:
+        lock.release()
+    assert find_guard() is None and not path.exists()
