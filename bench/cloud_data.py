@@ -51,7 +51,7 @@ from rigdeck.core.cloud.sync import push
 from tests.support.sshd import SshdServer, sshd_binary
 
 MiB = 1024 * 1024
-ROUNDS = 2
+ROUNDS = 3
 POLL_S = 0.1
 THROUGHPUT_RATIO_TARGET = 0.9
 NOOP_TARGET_S = 1.5

@@ -26,7 +26,8 @@ from rigdeck.core.cloud.ssh import SshEndpoint, SshLinkLost, SshTarget, SshTimeo
 from rigdeck.core.cloud.ssh_jobs import SshJobTarget
 from rigdeck.core.cloud.ssh_keys import SshKeyPair, ensure_key_pair
 from rigdeck.core.cloud.vast import VastProvider, unique_label
-from rigdeck.core.config import config_dir
+from rigdeck.core.config import config_dir, data_dir
+from rigdeck.core.errors import RigdeckError
 from tests.support.sshd import SshdServer, skip_without_sshd
 from tests.support.vast_sim import TEST_API_KEY, FrozenClock, make_provider
 
@@ -84,7 +85,7 @@ def test_key_pair_is_made_once_private_and_never_shown(capsys: pytest.CaptureFix
 def test_key_readable_by_others_is_refused():
     pair = ensure_key_pair()
     pair.private_key_path.chmod(0o644)
-    with pytest.raises(Exception, match="chmod 600") as info:
+    with pytest.raises(RigdeckError, match="chmod 600") as info:
         ensure_key_pair()
     assert pair.private_key_path.read_text().splitlines()[1] not in str(info.value)
 
@@ -163,6 +164,19 @@ def test_write_then_read_by_offset_in_bounded_chunks(target: SshTarget, tmp_path
     assert target.read_from(path, len(data)) == b""
     assert target.read_from(str(tmp_path / "not-yet"), 0) == b""
     assert target.file_size(str(tmp_path / "not-yet")) is None
+
+    # The same name now holds another, longer file: the reader follows the name, not the old one.
+    replacement = tmp_path / "replacement"
+    replacement.write_bytes(data + b"tail")
+    replacement.replace(path)
+    assert target.read_from(path, len(data)) == b"tail"
+
+
+def test_pins_live_under_the_data_dir_with_simulated_ones_apart():
+    real, simulated = HostKeyStore(), HostKeyStore(simulated=True)
+    assert real.path(5).is_relative_to(data_dir())
+    assert simulated.path(5).is_relative_to(data_dir())
+    assert real.path(5) != simulated.path(5)
 
 
 def test_gpu_count_is_zero_without_nvidia_smi(keys: SshKeyPair, store: HostKeyStore):

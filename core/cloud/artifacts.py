@@ -34,7 +34,7 @@ for top in sys.argv[1:]:
         with open(p, 'rb') as fh:
             for block in iter(lambda: fh.read(1 << 20), b''):
                 h.update(block)
-        print(h.hexdigest() + '  ' + p)
+        sys.stdout.write(h.hexdigest() + '  ' + p + '\n')
 """
 
 

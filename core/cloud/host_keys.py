@@ -34,10 +34,15 @@ def key_fingerprint(key: paramiko.PKey) -> str:
 
 
 class HostKeyStore:
-    """The folder of pinned host keys: one known_hosts file per instance id."""
+    """The folder of pinned host keys: one known_hosts file per instance id.
 
-    def __init__(self, directory: Path | None = None) -> None:
-        self.directory = (data_dir() / "ssh" / "known_hosts") if directory is None else directory
+    ``simulated``: the simulator's instances get a folder of their own, so a simulated id never
+    shares a pin with a real rental of the same number.
+    """
+
+    def __init__(self, directory: Path | None = None, *, simulated: bool = False) -> None:
+        default = "known_hosts-simulated" if simulated else "known_hosts"
+        self.directory = (data_dir() / "ssh" / default) if directory is None else directory
 
     def path(self, instance_id: int) -> Path:
         return self.directory / f"instance-{instance_id}"

@@ -367,33 +367,56 @@ class SshTarget:
             return self._sftp
 
     def read_from(self, path: str, offset: int, max_bytes: int = DEFAULT_CHUNK) -> bytes:
-        """Up to ``max_bytes`` of ``path`` from byte ``offset``; b"" when absent or no more."""
+        """Up to ``max_bytes`` of ``path`` from byte ``offset``; b"" when absent or no more.
+
+        One round trip when nothing is new (a stat of the path), two when there is: the file
+        stays open between calls, and all its 32 KiB pieces are asked for at once.
+        """
         with self._lock:
             try:
-                handle = self._open_files.get(path)
-                if handle is None:
-                    try:
-                        handle = self.sftp().open(path, "rb")
-                    except FileNotFoundError:
-                        return b""
-                    if len(self._open_files) >= 8:
-                        self._open_files.pop(next(iter(self._open_files))).close()
-                    self._open_files[path] = handle
-                size = handle.stat().st_size or 0
+                sftp = self.sftp()
+                try:
+                    size = int(sftp.stat(path).st_size or 0)
+                except FileNotFoundError:
+                    self._forget_handle(path)
+                    return b""
                 count = min(max_bytes, size - offset)
                 if count <= 0:
                     return b""
-                # readv asks for every 32 KiB piece at once: one round trip, not one per piece.
-                return b"".join(handle.readv([(offset, count)]))
+                data = self._read_handle(sftp, path, offset, count)
+                if len(data) < count:
+                    # The open handle is an older file the path no longer names: reopen.
+                    self._forget_handle(path)
+                    data = self._read_handle(sftp, path, offset, count)
+                return data
             except SshError:
                 raise
             except (OSError, EOFError, paramiko.SSHException) as exc:
                 if self._link_failed(exc):
                     raise self._lost(f"reading {path}", exc) from None
-                self._open_files.pop(path, None)
+                self._forget_handle(path)
+                if isinstance(exc, FileNotFoundError):
+                    return b""
                 raise SshError(
                     f"cannot read {path} on instance {self.endpoint.instance_id}: {_reason(exc)}"
                 ) from None
+
+    def _read_handle(self, sftp: paramiko.SFTPClient, path: str, offset: int, count: int) -> bytes:
+        handle = self._open_files.get(path)
+        if handle is None:
+            handle = sftp.open(path, "rb")
+            if len(self._open_files) >= 8:
+                self._forget_handle(next(iter(self._open_files)))
+            self._open_files[path] = handle
+        return b"".join(handle.readv([(offset, count)]))
+
+    def _forget_handle(self, path: str) -> None:
+        handle = self._open_files.pop(path, None)
+        if handle is not None:
+            try:
+                handle.close()
+            except Exception:  # closing a handle on a dropped link: nothing left to release
+                pass
 
     def file_size(self, path: str) -> int | None:
         with self._lock:
@@ -422,7 +445,7 @@ class SshTarget:
                     f.write(data)
                 sftp.chmod(tmp, mode)
                 sftp.posix_rename(tmp, path)
-                self._open_files.pop(path, None)
+                self._forget_handle(path)
             except SshError:
                 raise
             except (OSError, EOFError, paramiko.SSHException) as exc:
