@@ -177,6 +177,14 @@ def test_instance_list_pages_25_at_a_time(sim):
     assert len(lists) == 1 + 3  # the single page above, then three pages of 25, 25, 13
 
 
+def test_paging_survives_a_destroy_between_pages(sim):
+    ids = [rent(sim) for _ in range(30)]
+    first = sdk(sim).show_instances_v1({"limit": 25})
+    sdk(sim).destroy_instance(first["instances"][-1]["id"])
+    rest = sdk(sim).show_instances_v1({"limit": 25, "after_token": first["next_token"]})
+    assert [r["id"] for r in rest["instances"]] == sorted(ids)[25:]
+
+
 def test_list_filters_by_label(sim):
     rent(sim, label="rigdeck-aaa")
     wanted = rent(sim, label="rigdeck-bbb")

@@ -90,9 +90,13 @@ def _list(account: Account, req: ApiRequest, now: float, m: re.Match[str]) -> An
     if token:
         after_id = _decode_token(token)
         ids = [r["id"] for r in ordered]
-        if after_id not in ids:
+        if after_id in ids:
+            start = ids.index(after_id) + 1
+        elif all(spec[0] == "id" and spec[1] == "asc" for spec in specs):
+            # The row was destroyed between two pages: by id, the next page still follows it.
+            start = next((n for n, i in enumerate(ids) if i > after_id), len(ids))
+        else:
             raise ApiError(400, "invalid_token", "after_token does not name a row of this list.")
-        start = ids.index(after_id) + 1
     page = ordered[start : start + limit]
     more = start + limit < len(ordered)
     return {
