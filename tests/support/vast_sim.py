@@ -1,8 +1,13 @@
 """Fixtures for code that rents GPUs: the project's Vast API simulator and a provider on it.
 
-Use them by importing the fixtures into a test module (pytest finds them by name)::
+Bring the fixtures into a test module (pytest finds them by name). Binding them by assignment
+keeps ruff quiet about the test parameters of the same name (an import would need a
+``# noqa: F811`` on every test)::
 
-    from support.vast_sim import provider, sim  # noqa: F401
+    from support import vast_sim
+    from support.vast_sim import boot
+
+    sim, provider = vast_sim.sim, vast_sim.provider
 
     def test_rent(sim, provider):
         offer = provider.search_offers("num_gpus=1")[0]
@@ -16,6 +21,9 @@ Use them by importing the fixtures into a test module (pytest finds them by name
 - `provider`: a `VastProvider` (the real vastai SDK) pointed at `sim`, with short timeouts and
   backoff so fault tests finish quickly.
 - `TEST_API_KEY`: the key the provider sends; tests assert it never shows up in output.
+- `make_provider(sim, **options)`: another provider on `sim` (other timeouts, attempts, ...).
+- `CREATE_TIMEOUT_S`: how long the fixture provider waits for a create; `sim.create_late` with
+  more than this makes the create uncertain.
 """
 
 from __future__ import annotations
