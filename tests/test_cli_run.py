@@ -284,6 +284,8 @@ def test_a_model_that_does_not_fit_says_so_with_exit_1(
     assert main(["run", "demo", "--ctx", str(2**24), "--prompt", "x"]) == 1
     err = capsys.readouterr().err.strip()
     assert "does not fit" in err and "--force" in err and "\n" not in err
+    # Which device is short, by how much, said once: no sentence pasted inside another.
+    assert err.count("does not fit") == 1 and "short)" in err
 
 
 def test_a_failed_load_names_the_next_placement_down(

@@ -128,8 +128,10 @@ def _launch(args: argparse.Namespace, settings: Any) -> Any:
     budget = launch.machine_budget(threads=args.threads)
     planned = launch.plan_launch(path, run_settings, budget, seed=args.seed)
     if not planned.fits and not args.force:
-        why = planned.placement.why or "not enough memory"
-        why = why.removeprefix("does not fit: ")
+        from rigdeck.core.models.fit.why import shortfall_line
+
+        short = planned.placement.shortfalls
+        why = "; ".join(shortfall_line(f) for f in short) or "not enough memory"
         _console(stderr=True).print(
             f"[yellow]rigdeck: {path.name} does not fit this machine: {why}"
             " (--force to try anyway)[/]",

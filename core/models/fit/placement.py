@@ -31,6 +31,22 @@ class DevicePlacement:
 
 
 @dataclass(frozen=True)
+class Shortfall:
+    """A device the placement does not fit: what it needs (with its margin) against its budget."""
+
+    device: DevicePlacement
+    margin_bytes: int
+
+    @property
+    def need_bytes(self) -> int:
+        return self.device.total_bytes + self.margin_bytes
+
+    @property
+    def short_bytes(self) -> int:
+        return self.need_bytes - self.device.budget_bytes
+
+
+@dataclass(frozen=True)
 class Suggestion:
     label: str
     kind: str
@@ -72,3 +88,18 @@ class Placement:
     @property
     def host_bytes(self) -> int:
         return sum(d.total_bytes for d in self.devices if d.kind == "cpu")
+
+    @property
+    def shortfalls(self) -> tuple[Shortfall, ...]:
+        """Every device short of memory, GPUs first: empty when the placement fits."""
+        out = []
+        for d in self.devices:
+            margin = (
+                self.settings.gpu_margin_bytes
+                if d.kind == "gpu"
+                else self.settings.ram_margin_bytes
+            )
+            short = Shortfall(d, margin)
+            if short.short_bytes > 0:
+                out.append(short)
+        return tuple(out)

@@ -9,7 +9,7 @@ if TYPE_CHECKING:
 
 
 from rigdeck.core.models.fit.budget import HardwareBudget
-from rigdeck.core.models.fit.placement import Placement
+from rigdeck.core.models.fit.placement import Placement, Shortfall
 from rigdeck.core.models.format.model_info import ModelInfo
 from rigdeck.core.units import format_bytes
 
@@ -18,8 +18,23 @@ def gib(n: float) -> str:
     return format_bytes(int(n))
 
 
+def shortfall_line(f: Shortfall) -> str:
+    """``GPU 0 (RTX 3080) needs 9.8 GiB + 512.0 MiB margin, has 8.4 GiB free (1.9 GiB short)``."""
+    d = f.device
+    if d.kind == "gpu":
+        return (
+            f"GPU {d.index} ({d.name}) needs {gib(d.total_bytes)} + "
+            f"{gib(f.margin_bytes)} margin, has {gib(d.budget_bytes)} free "
+            f"({gib(f.short_bytes)} short)"
+        )
+    return (
+        f"RAM: the CPU part needs {gib(d.total_bytes)} + "
+        f"{gib(f.margin_bytes)} margin, {gib(d.budget_bytes)} available "
+        f"({gib(f.short_bytes)} short)"
+    )
+
+
 def why(model: ModelInfo, budget: HardwareBudget, p: Placement) -> str:
-    s = p.settings
     host = next(d for d in p.devices if d.kind == "cpu")
     gpus = [d for d in p.devices if d.kind == "gpu"]
     blocks = p.total_layers - 1
@@ -39,22 +54,7 @@ def why(model: ModelInfo, budget: HardwareBudget, p: Placement) -> str:
             f"{on_gpu} of {blocks} blocks on the GPU{moe}; the rest and "
             f"{gib(host.total_bytes)} in RAM ({gib(host.budget_bytes)} available)"
         )
-    short = []
-    for d in gpus:
-        need = d.total_bytes + s.gpu_margin_bytes - d.budget_bytes
-        if need > 0:
-            short.append(
-                f"GPU {d.index} ({d.name}) needs {gib(d.total_bytes)} + "
-                f"{gib(s.gpu_margin_bytes)} margin, has {gib(d.budget_bytes)} free "
-                f"({gib(need)} short)"
-            )
-    need = host.total_bytes + s.ram_margin_bytes - host.budget_bytes
-    if need > 0:
-        short.append(
-            f"RAM: the CPU part needs {gib(host.total_bytes)} + "
-            f"{gib(s.ram_margin_bytes)} margin, {gib(host.budget_bytes)} available "
-            f"({gib(need)} short)"
-        )
+    short = [shortfall_line(f) for f in p.shortfalls]
     return "does not fit: " + "; ".join(short) if short else "does not fit"
 
 
