@@ -5,6 +5,7 @@ from __future__ import annotations
 import stat
 import subprocess
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from rigdeck.core.cloud.readiness import (
     PHASES,
     InstanceFailed,
     PhaseReached,
+    ReadinessCancelled,
     ReadinessTimeout,
     wait_until_ready,
 )
@@ -388,3 +390,28 @@ def test_a_job_started_over_ssh_outlives_a_cut_link_and_its_log_arrives_whole(
     assert body in text and text.count("line 000000\n") == 1
     assert "gpus=0" in text
     assert received == Path(launch.paths.log).read_bytes()
+
+
+def test_readiness_wait_can_be_cancelled(
+    vast: Simulator, cloud: VastProvider, keys: SshKeyPair, store: HostKeyStore
+):
+    instance_id = _rent(cloud)
+    cancel = threading.Event()
+    phases: list[PhaseReached] = []
+
+    def cancel_once_scheduled(reached: PhaseReached) -> None:
+        phases.append(reached)
+        cancel.set()  # as a user pressing Escape on the progress screen
+
+    with pytest.raises(ReadinessCancelled, match="cancelled"):
+        wait_until_ready(
+            instance_id,
+            cloud.instance,
+            keys,
+            store,
+            timeout_s=60,
+            poll_s=30,
+            on_phase=cancel_once_scheduled,
+            cancel=cancel,
+        )
+    assert [p.phase for p in phases] == ["scheduled"]

@@ -51,6 +51,10 @@ class ReadinessTimeout(CloudError):
         self.phase = phase
 
 
+class ReadinessCancelled(ReadinessTimeout):
+    """The caller stopped the wait (``cancel`` was set)."""
+
+
 @dataclass(frozen=True)
 class PhaseReached:
     phase: Phase
@@ -158,7 +162,7 @@ def wait_until_ready(
                 phase=reached[-1] if reached else None,
             )
         if stop.wait(min(poll_s, deadline - now)):
-            raise ReadinessTimeout(
+            raise ReadinessCancelled(
                 f"waiting for instance {instance_id} was cancelled",
                 instance_id=instance_id,
                 phase=reached[-1] if reached else None,
