@@ -22,10 +22,6 @@ class ConfigError(RigdeckError):
     """A config or theme file could not be read; the message names file, line and column."""
 
 
-class TelemetryError(RigdeckError):
-    """A hardware reading failed in a way the user should hear about."""
-
-
 class ProcessActionError(RigdeckError):
     """A signal to a process was refused (permission, gone, read-only mode)."""
 

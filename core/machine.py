@@ -13,12 +13,14 @@ import os
 import platform
 import re
 import socket
-import threading
 from dataclasses import asdict, dataclass
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
+
+if TYPE_CHECKING:
+    from rigdeck.core.telemetry.nvml import NvmlReader
 
 
 @dataclass(frozen=True)
@@ -79,87 +81,38 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-_nvml_lock = threading.Lock()
-_nvml_ready: bool | None = None
-
-
-def _nvml() -> Any | None:
-    """The pynvml module once initialised, or None when there is no usable NVIDIA driver."""
-    global _nvml_ready
-    with _nvml_lock:
-        if _nvml_ready is False:
-            return None
-        try:
-            import pynvml
-
-            if not _nvml_ready:
-                pynvml.nvmlInit()
-                _nvml_ready = True
-            return pynvml
-        except Exception:  # no driver, no library, no GPU: all mean "no NVML here"
-            _nvml_ready = False
-            return None
-
-
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _gpus() -> tuple[tuple[GpuInfo, ...], str | None]:
-    nv = _nvml()
-    if nv is None:
-        return (), None
-    gpus: list[GpuInfo] = []
-    try:
-        driver: str | None = _text(nv.nvmlSystemGetDriverVersion())
-    except Exception:
-        driver = None
-    try:
-        count = nv.nvmlDeviceGetCount()
-    except Exception:
-        return (), driver
-    for i in range(count):
-        try:
-            handle = nv.nvmlDeviceGetHandleByIndex(i)
-            name = _text(nv.nvmlDeviceGetName(handle))
-        except Exception:
-            continue
-        try:
-            total: int | None = int(nv.nvmlDeviceGetMemoryInfo(handle).total)
-        except Exception:
-            total = None
-        gpus.append(GpuInfo(name=name, memory_total_bytes=total))
-    return tuple(gpus), driver
+def _reader(library: Any = None) -> NvmlReader:
+    # NVML opens through the telemetry wrapper only; no process list: nothing here needs it.
+    from rigdeck.core.telemetry.nvml import NvmlReader
+
+    return NvmlReader(library, read_processes=False)
 
 
-def process_gpu_memory_bytes(pid: int | None = None) -> int | None:
-    """GPU memory NVML charges to a process, summed over GPUs; None when NVML cannot say.
+def gpu_inventory(library: Any = None) -> tuple[tuple[GpuInfo, ...], str | None]:
+    """Every GPU's name and memory, and the driver version; empty without a usable driver."""
+    reader = _reader(library)
+    try:
+        gpus = tuple(GpuInfo(name, total) for name, total in reader.inventory())
+        return gpus, reader.driver_version
+    finally:
+        reader.close()
+
+
+def process_gpu_memory_bytes(pid: int | None = None, *, library: Any = None) -> int | None:
+    """GPU memory NVML charges to a process (this one by default), summed over GPUs.
 
     Zero is a real answer (the process holds no GPU memory); None means unknown, e.g. no driver or
     a container where NVML does not see our pid.
     """
-    nv = _nvml()
-    if nv is None:
-        return None
-    pid = os.getpid() if pid is None else pid
+    reader = _reader(library)
     try:
-        count = nv.nvmlDeviceGetCount()
-    except Exception:
-        return None
-    total = 0
-    seen_any = False
-    for i in range(count):
-        try:
-            handle = nv.nvmlDeviceGetHandleByIndex(i)
-            procs = nv.nvmlDeviceGetComputeRunningProcesses(handle)
-        except Exception:
-            continue
-        seen_any = True
-        for proc in procs:
-            used = getattr(proc, "usedGpuMemory", None)
-            if proc.pid == pid and isinstance(used, int):
-                total += used
-    return total if seen_any else None
+        return reader.process_memory_bytes(os.getpid() if pid is None else pid)
+    finally:
+        reader.close()
 
 
 _BACKEND_RE = re.compile(r"(?:^|\|)\s*([A-Za-z][A-Za-z0-9_]*)\s*:")
@@ -193,7 +146,7 @@ def llama_build() -> tuple[str | None, tuple[str, ...], bool]:
 @cache
 def fingerprint() -> MachineFingerprint:
     """This machine, probed once per process (hardware and build do not change under us)."""
-    gpus, driver = _gpus()
+    gpus, driver = gpu_inventory()
     version, backends, offload = llama_build()
     return MachineFingerprint(
         hostname=socket.gethostname(),

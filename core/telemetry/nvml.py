@@ -126,6 +126,37 @@ class NvmlReader:
                 self._lost.add(gpu)
             return None
 
+    # -- one-off questions (the machine fingerprint, a run's measured VRAM) --------------------
+    def inventory(self) -> tuple[tuple[str, int | None], ...]:
+        """(name, total memory bytes) of every GPU, from the fields read once per GPU."""
+        if not self._initialised:
+            return ()
+        with self._lock:
+            cards = [self._static_info(i, h) for i, h in enumerate(self._handles)]
+        return tuple((c.name, c.memory_total) for c in cards)
+
+    def process_memory_bytes(self, pid: int) -> int | None:
+        """GPU memory NVML charges to ``pid``, summed over GPUs; None when NVML cannot say.
+
+        Zero is a real answer (the process holds no GPU memory); None means unknown, e.g. no
+        driver or a container where NVML does not see our pid.
+        """
+        if not self._initialised:
+            return None
+        total, seen_any = 0, False
+        with self._lock:
+            for i, handle in enumerate(self._handles):
+                procs = self.query(self._nv.nvmlDeviceGetComputeRunningProcesses, handle, gpu=i)
+                if procs is None:
+                    continue
+                seen_any = True
+                for proc in procs:
+                    used = getattr(proc, "usedGpuMemory", None)
+                    # NVML reports "not available" as a huge sentinel (e.g. under WDDM or MIG).
+                    if int(proc.pid) == pid and isinstance(used, int) and 0 <= used < 1 << 50:
+                        total += used
+        return total if seen_any else None
+
     # -- per tick -----------------------------------------------------------------------------
     def read(self, interval_s: float | None = None) -> tuple[GpuStats, ...]:
         """Read every GPU once. PCIe rates come as KB/s from NVML itself."""
