@@ -21,7 +21,7 @@ from support.gguf_factory import (
 )
 
 from rigdeck.core.errors import ModelFileError
-from rigdeck.core.models.format import gguf as gguf_mod
+from rigdeck.core.models.format import gguf_parser
 from rigdeck.core.models.format.ggml_types import (
     GGML_TYPES,
     file_type_name,
@@ -361,7 +361,7 @@ def test_max_bytes_bounds_the_read(llama70b: Path) -> None:
 
 def test_vectorized_walk_equals_plain_loop(llama70b: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fast = read_gguf(llama70b)
-    monkeypatch.setattr(gguf_mod, "_NUMPY", None)
+    monkeypatch.setattr(gguf_parser, "_NUMPY", None)
     assert read_gguf(llama70b) == fast
 
 
@@ -388,7 +388,7 @@ def test_string_arrays_with_awkward_contents(
         meta = {"a": Val(ARRAY, items, STRING), "after": 7}
         path = write_raw(tmp_path / f"t{trial}.gguf", meta)
         with monkeypatch.context() as m:
-            m.setattr(gguf_mod, "_NUMPY", None)
+            m.setattr(gguf_parser, "_NUMPY", None)
             plain = read_gguf(path)
         fast = read_gguf(path)
         assert fast == plain
