@@ -40,7 +40,7 @@ PANES: tuple[tuple[str, str, str], ...] = (
     ("cloud", "Cloud", "4"),
 )
 
-LAZY_PANES = ("models", "chat")
+LAZY_PANES = ("models", "chat", "cloud")
 
 
 def _pane_class(pane: str) -> Any:
@@ -48,16 +48,17 @@ def _pane_class(pane: str) -> Any:
         from rigdeck.tui.panes.models import ModelsPane
 
         return ModelsPane
+    if pane == "cloud":
+        from rigdeck.tui.panes.cloud import CloudPane
+
+        return CloudPane
     from rigdeck.tui.panes.chat import ChatPane
 
     return ChatPane
 
 
-PLACEHOLDERS = {
-    "cloud": "Cloud GPUs: rent the cheapest Vast.ai instance that fits, sync data over SSH, "
-    "stream training logs, pull results back, never leave an instance burning money. "
-    "Not built yet.",
-}
+PLACEHOLDERS: dict[str, str] = {}
+SIMULATED_BANNER = " SIMULATED — cloud on a simulated Vast.ai account: no money moves "
 
 
 def to_textual_theme(spec: ThemeSpec) -> Theme:
@@ -145,6 +146,8 @@ class RigdeckApp(App[None]):
     # -- layout ------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield Static("rigdeck", id="statusbar")
+        if self.simulate:
+            yield Static(SIMULATED_BANNER, id="simulated-banner")
         with TabbedContent(initial="telemetry", id="panes"):
             for pane, title, key in PANES:
                 with TabPane(f"{key} {title}", id=pane):
@@ -362,6 +365,7 @@ class RigdeckApp(App[None]):
             ("telemetry", TelemetryPane.BINDINGS),
             ("models", _pane_class("models").BINDINGS),
             ("chat", _pane_class("chat").BINDINGS),
+            ("cloud", _pane_class("cloud").BINDINGS),
         ]
         for where, bindings in sources:
             for binding in bindings:
@@ -424,6 +428,9 @@ class RigdeckApp(App[None]):
                 f"Switch to the {title} pane (key {key})",
                 partial(self.action_show_pane, pane),
             )
+        cloud = self._pane("cloud")
+        if cloud is not None:
+            yield from cloud.system_commands()
         for name in sorted(self.available_themes):
             if name.startswith("rigdeck") or name not in _TEXTUAL_BUILTIN:
                 yield SystemCommand(

@@ -233,7 +233,7 @@ def rent_lines(
         f"{words.size(offer.gpu_ram_bytes)}, {offer.location}",
         f"GPU: {price}",
         f"Storage: {per_hour(storage)} for {disk_gb:g} GB, billed until destroyed",
-        f"Caps: {', '.join(caps) if caps else 'none (set --max-usd / --max-hours)'}",
+        f"Caps: {', '.join(caps) if caps else 'none (--max-usd, --max-hours, [cloud] max_usd)'}",
         f"Budget: {budget}",
         f"CLI: {cli}",
     ]
