@@ -297,13 +297,9 @@ class SshTarget:
         max_output_bytes: int = DEFAULT_OUTPUT_LIMIT,
     ) -> ExecResult:
         """Run ``command`` through the remote user's shell; exit code and bounded output."""
-        transport = self._transport()
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         out, err = _Bounded(max_output_bytes), _Bounded(max_output_bytes)
-        try:
-            chan = transport.open_session(timeout=self.connect_timeout_s)
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise self._lost("opening a command channel", exc) from None
+        transport, chan = self._open_channel()
         try:
             chan.exec_command(command)
             if stdin:
@@ -341,6 +337,19 @@ class SshTarget:
             stdout_truncated=out.truncated,
             stderr_truncated=err.truncated,
         )
+
+    def _open_channel(self) -> tuple[paramiko.Transport, paramiko.Channel]:
+        # A link that died while idle is often noticed only here. Nothing has run yet, so one
+        # fresh connection is tried before giving up: only a command cut mid-way reports a loss.
+        for attempt in (1, 2):
+            transport = self._transport()
+            try:
+                return transport, transport.open_session(timeout=self.connect_timeout_s)
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                lost = self._lost("opening a command channel", exc)
+                if attempt == 2:
+                    raise lost from None
+        raise AssertionError("unreachable")
 
     def num_gpus(self) -> int:
         result = self.run("nvidia-smi -L", timeout_s=30)
