@@ -255,15 +255,63 @@ PANE_SIZE = (120, 40)
 _WAIT_S = 300.0
 
 
-class _StampedPieces(list[str]):
-    """The pane's pending-pieces buffer, noting when its worker hands over the first piece."""
+class _StampedRunner:
+    """The pane's own runner, passed through, noting when a reply's worker gets its first piece.
 
-    first: float | None = None
+    Stamped at the pane's seam (the ChatRunner it is given), so the pane runs as a user has it.
+    """
 
-    def append(self, piece: str) -> None:
-        if self.first is None and piece:
-            self.first = time.perf_counter()
-        super().append(piece)
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.model: Any = None
+        self.first: float | None = None
+
+    def plan_for(self, path: Path, snapshot: Any) -> Any:
+        return self.inner.plan_for(path, snapshot)
+
+    def load(self, plan: Any, *, on_progress: Any, cancel: Any) -> Any:
+        self.model = self.inner.load(plan, on_progress=on_progress, cancel=cancel)
+        return _StampedModel(self.model, self)
+
+    def serve(self, plan: Any) -> Any:
+        return self.inner.serve(plan)
+
+
+class _StampedModel:
+    def __init__(self, model: Any, runner: _StampedRunner) -> None:
+        self._model, self._runner = model, runner
+        self.plan, self.load_stats = model.plan, model.load_stats
+
+    def generate(self, messages: Any, sampling: Any = None, *, on_finish: Any = None) -> Any:
+        return _StampedStream(self._model.generate(messages, sampling, on_finish=on_finish), self)
+
+    def close(self) -> None:
+        self._model.close()
+
+
+class _StampedStream:
+    def __init__(self, stream: Any, model: _StampedModel) -> None:
+        self._stream, self._runner = stream, model._runner
+
+    @property
+    def decode_tokens(self) -> int:
+        return int(self._stream.decode_tokens)
+
+    @property
+    def stats(self) -> Any:
+        return self._stream.stats
+
+    def __iter__(self) -> _StampedStream:
+        return self
+
+    def __next__(self) -> str:
+        piece: str = next(self._stream)
+        if self._runner.first is None and piece:
+            self._runner.first = time.perf_counter()
+        return piece
+
+    def cancel(self) -> None:
+        self._stream.cancel()
 
 
 def _lateness(probes: list[float], start: float, end: float) -> list[float]:
@@ -342,17 +390,15 @@ async def _pane_compare(model_path: Path, args: argparse.Namespace, home: Path) 
             app.action_show_pane("chat")
             await pilot.pause()
             pane = app.query_one(ChatPane)
-            pieces = _StampedPieces()
-            pane._pending = pieces
+            pieces = _StampedRunner(pane.runner)
+            pane.runner = pieces
             pane.start_model(model_path, None, model_path.stem)
             deadline = time.monotonic() + _WAIT_S
-            while (pane._loading or pane._model is None) and time.monotonic() < deadline:
+            while pane.state.phase == "loading" and time.monotonic() < deadline:
                 await app.workers.wait_for_complete()
                 await pilot.pause()
-                if not pane._loading and pane._model is None:
-                    break
-            model, session = pane._model, pane._session
-            if model is None or session is None:
+            model, session = pieces.model, pane.session
+            if pane.state.phase != "ready" or model is None or session is None:
                 print(
                     f"\n== pane: the model did not load: {pane.query_one('#chat-offer').render()}"
                 )
@@ -398,7 +444,7 @@ async def _pane_compare(model_path: Path, args: argparse.Namespace, home: Path) 
                 cpu, wall = time.thread_time(), time.perf_counter()
                 await pilot.press("ctrl+s")
                 deadline = time.monotonic() + _WAIT_S
-                while pane._replying or session.last_stats is None:
+                while pane.state.phase == "streaming" or session.last_stats is None:
                     if time.monotonic() > deadline:
                         raise RuntimeError("the pane's reply did not finish")
                     await asyncio.sleep(0.01)

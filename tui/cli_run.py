@@ -152,18 +152,19 @@ def _load_failed(exc: Any, command: str, model: str) -> int:
 
     A smaller placement cannot mend a corrupt file or an unknown architecture: none is offered.
     """
-    if exc.next_plans and exc.reason in ("out-of-memory", "other"):
-        step = exc.next_plans[0]
-        flags = (
-            f"--ngl {max(step.gpu_layers, 0)} --ctx {step.n_ctx}"
-            if step.gpu_layers >= 0
-            else f"--ctx {step.n_ctx}"
-        )
-        text = str(exc)
-        if "; try " not in text:  # the runner names the step itself for out-of-memory
-            text += f"; try {step.describe()}"
-        return fail(f"{text} (rigdeck {command} {model} {flags} --force)")
-    return fail(str(exc))
+    from rigdeck.core.models.run.retry import next_placement_down
+
+    retry = next_placement_down(exc)
+    if retry is None:
+        return fail(str(exc))
+    step = retry.plan
+    flags = (
+        f"--ngl {max(step.gpu_layers, 0)} --ctx {step.n_ctx}"
+        if step.gpu_layers >= 0
+        else f"--ctx {step.n_ctx}"
+    )
+    text = str(exc) if retry.named_in_error else f"{exc}; try {step.describe()}"
+    return fail(f"{text} (rigdeck {command} {model} {flags} --force)")
 
 
 def _measured_vram(stats: Any) -> int | None:
@@ -293,31 +294,10 @@ def _run_json(planned: Any, text: str, stats: Any, load: Any, run_id: int | None
 # -- serve -------------------------------------------------------------------------------------
 def _record_served(planned: Any, handle: Any, ready_s: float) -> int | None:
     """The served run in the history: the server process's memory once ready, beside the fit's."""
-    import psutil
+    from rigdeck.core.models.run.run_record import record_served
 
-    from rigdeck.core.machine import fingerprint, process_gpu_memory_bytes
-    from rigdeck.core.models.run.history import RunHistory, RunRecord
-
-    plan = planned.plan
     try:
-        rss = int(psutil.Process(handle.pid).memory_info().rss)
-    except psutil.Error:
-        rss = None
-    record = RunRecord(
-        model_path=plan.model_path,
-        settings=plan.settings(),
-        kind="serve",
-        machine=fingerprint(),
-        predicted_vram_bytes=plan.predicted_vram_bytes,
-        predicted_ram_bytes=plan.predicted_ram_bytes,
-        predicted_prompt_tps=plan.predicted_prompt_tps,
-        predicted_decode_tps=plan.predicted_decode_tps,
-        measured_vram_bytes=process_gpu_memory_bytes(handle.pid),
-        measured_ram_bytes=rss,
-        load_seconds=ready_s,
-    )
-    try:
-        return RunHistory().record(record)
+        return record_served(planned.plan, handle.pid, ready_s)
     except RigdeckError as exc:  # serving matters more than the record of it
         _note(f"could not record the run: {exc}")
         return None
@@ -325,19 +305,11 @@ def _record_served(planned: Any, handle: Any, ready_s: float) -> int | None:
 
 def _server_gaps(planned: Any) -> list[str]:
     """Where llama-cpp-python's server cannot load the plan as the fit placed it."""
-    gaps = []
-    if planned.plan.n_cpu_moe:
-        gaps.append(
-            f"the server cannot keep MoE experts on the CPU: the experts of"
-            f" {planned.plan.n_cpu_moe} blocks the fit kept there go to the GPU;"
-            " lower --ngl if it runs out of GPU memory"
-        )
-    if planned.model.has_swa and not planned.plan.swa_full:
-        gaps.append(
-            "the server allocates a full-size sliding-window cache: more memory than"
-            " predicted; lower --ctx if it runs out"
-        )
-    return gaps
+    from rigdeck.core.models.run.serve_limits import serve_limitations
+    from rigdeck.tui import words
+
+    gaps = serve_limitations(planned.plan, has_swa=planned.model.has_swa)
+    return [words.serve_limitation(gap) for gap in gaps]
 
 
 def _raise_interrupt(_signum: int, _frame: Any) -> None:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from rigdeck.core.models.fit.placement import Placement
     from rigdeck.core.models.fit.settings import RunSettings
     from rigdeck.core.models.run.history import RunRecord
+    from rigdeck.core.models.run.serve_limits import ServeLimitation
 
 MISSING = "-"
 
@@ -27,6 +28,16 @@ _SHORT_VERDICT = {"gpu": "GPU", "partial": "partial", "cpu": "CPU only", "none":
 def size(n: int | float | None, *, missing: str = MISSING) -> str:
     """``9.6 GiB``, ``300.0 MiB``, ``512 B``; ``missing`` for None."""
     return missing if n is None else format_bytes(n)
+
+
+def size_pair(used: int | None, total: int | None) -> str:
+    """Used of total, one unit for both: ``9.3/10.0 GiB`` (N/A for an unknown figure)."""
+    gib = 1 << 30
+
+    def one(n: int | None) -> str:
+        return "N/A" if n is None else f"{n / gib:.1f}"
+
+    return f"{one(used)}/{one(total)} GiB"
 
 
 def rate(bytes_per_s: float | None) -> str:
@@ -147,6 +158,19 @@ def last_run_line(run: RunRecord) -> str:
     ctx = s.get("n_ctx")
     ctx_text = tokens(ctx) if isinstance(ctx, int) and ctx else "model max"
     return f"last run (ctx {ctx_text}, KV {s.get('type_k', '?')}): {last_run_summary(run)}"
+
+
+def serve_limitation(gap: ServeLimitation) -> str:
+    """How `rigdeck serve` and the chat pane's serve warn that the server departs from the fit."""
+    if gap.kind == "experts-on-gpu":
+        return (
+            f"the server cannot keep MoE experts on the CPU: the experts of {gap.n_cpu_moe}"
+            " blocks the fit kept there go to the GPU; lower --ngl if it runs out of GPU memory"
+        )
+    return (
+        "the server allocates a full-size sliding-window cache: more memory than"
+        " predicted; lower --ctx if it runs out"
+    )
 
 
 # -- money and time ----------------------------------------------------------------------------

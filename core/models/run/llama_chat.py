@@ -40,10 +40,11 @@ class LlamaChatRunner:
         )
 
     def serve(self, plan: RunPlan) -> Served:
+        from rigdeck.core.models.format.model_reader import read_model_info
         from rigdeck.core.models.run.serve import start_server
-        from rigdeck.core.models.sources.target import load_local
 
-        limitations = serve_limitations(plan, has_swa=load_local(plan.model_path).info.has_swa)
+        info = read_model_info(plan.model_path)
+        limitations = serve_limitations(plan, has_swa=info.has_swa)
         started = time.monotonic()
         handle = start_server(plan)
         try:

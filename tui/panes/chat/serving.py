@@ -14,7 +14,7 @@ from textual.message import Message
 from rigdeck.core.errors import RigdeckError
 from rigdeck.core.models.run.chat_runner import ChatRunner, LoadedChat, Served, ServedChat
 from rigdeck.core.models.run.plan import RunPlan
-from rigdeck.core.models.run.serve_limits import ServeLimitation
+from rigdeck.tui import words
 
 
 class ServeStarted(Message, bubble=False):
@@ -62,18 +62,5 @@ def serving_offer(served: Served) -> str:
         f"serving at {server.url} (model {server.model_alias!r}) · the chat's copy is"
         " unloaded so the server has the memory · e stops serving and reloads it here"
     ]
-    lines += (serve_limitation(gap) for gap in served.limitations)
+    lines += (words.serve_limitation(gap) for gap in served.limitations)
     return "\n".join(lines)
-
-
-def serve_limitation(gap: ServeLimitation) -> str:
-    """One limitation as `rigdeck serve` warns about it."""
-    if gap.kind == "experts-on-gpu":
-        return (
-            f"the server cannot keep MoE experts on the CPU: the experts of {gap.n_cpu_moe}"
-            " blocks the fit kept there go to the GPU; lower --ngl if it runs out of GPU memory"
-        )
-    return (
-        "the server allocates a full-size sliding-window cache: more memory than"
-        " predicted; lower --ctx if it runs out"
-    )

@@ -84,3 +84,21 @@ ChatState = Idle | Loading | Ready | Streaming | Serving | Failed
 def loaded_model(state: ChatState) -> LoadedChat | None:
     """The model in memory here, in the states that have one."""
     return state.model if isinstance(state, Ready | Streaming) else None
+
+
+def offers(state: ChatState, action: str, *, has_conversation: bool) -> bool:
+    """Whether the footer offers the pane's ``action`` in ``state``."""
+    served = isinstance(state, Serving) and state.served is not None
+    if action == "demo":
+        return isinstance(state, Idle | Failed)
+    if action == "retry":
+        return isinstance(state, Failed) and state.retry is not None
+    if action == "stop":
+        return isinstance(state, Streaming)
+    if action in ("regenerate", "clear", "copy", "save"):
+        return has_conversation
+    if action == "serve":
+        return served or isinstance(state, Ready | Streaming)
+    if action == "unload":
+        return served or isinstance(state, Ready | Streaming | Loading)
+    return True

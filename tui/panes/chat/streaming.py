@@ -143,5 +143,3 @@ class ReplyStreamer:
             await self._markdown.stop()
         self._markdown = None
         self.current = None
-
-
