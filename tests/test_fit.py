@@ -163,7 +163,7 @@ def test_too_big_for_this_machine_says_where_and_by_how_much(models: dict[str, M
     assert "quant" in kinds and "ram" in kinds
     assert all(s.fits for s in p.suggestions)
     ram = next(s for s in p.suggestions if s.kind == "ram")
-    assert ram.label.startswith("+") and "GB RAM" in ram.label and "tok/s" in ram.label
+    assert ram.label.startswith("+") and "GiB RAM" in ram.label and "tok/s" in ram.label
     # Free changes come before ones that cost quality, and those before hardware.
     order = {"flash_attn": 0, "kv_cache": 1, "context": 2, "quant": 3, "ram": 4, "gpu": 4}
     assert [order[k] for k in kinds] == sorted(order[k] for k in kinds)

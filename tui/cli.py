@@ -161,18 +161,19 @@ def cmd_telemetry(args: argparse.Namespace, settings: Any) -> int:
 
 
 def watch_line(snap: Any) -> str:
+    from rigdeck.tui import words
+
     mem = snap.memory
     parts = [
         snap.taken_at[11:19],
         f"cpu {snap.cpu.percent:3.0f}%",
-        f"ram {mem.used / 1024**3:.1f}/{mem.total / 1024**3:.1f}G",
+        f"ram {words.size_pair(mem.used, mem.total)}",
     ]
     for gpu in snap.gpus:
         util = "N/A" if gpu.util_percent is None else f"{gpu.util_percent:.0f}%"
-        used = "N/A" if gpu.memory_used is None else f"{gpu.memory_used / 1024**3:.1f}"
-        total = "N/A" if gpu.memory_total is None else f"{gpu.memory_total / 1024**3:.1f}"
+        memory = words.size_pair(gpu.memory_used, gpu.memory_total)
         power = "" if gpu.power_w is None else f" {gpu.power_w:.0f}W"
-        parts.append(f"gpu{gpu.index} {util} {used}/{total}G{power}")
+        parts.append(f"gpu{gpu.index} {util} {memory}{power}")
     if not snap.gpus:
         parts.append("no GPU")
     parts.append(f"| {snap.diagnosis.headline}")

@@ -21,6 +21,7 @@ from rigdeck.tui.widgets.process_list import Column, ProcessList
 from rigdeck.tui.widgets.text_line import TextLine
 from rigdeck.tui.words import rate as format_rate
 from rigdeck.tui.words import size as format_bytes
+from rigdeck.tui.words import size_pair
 
 SORT_KEYS: tuple[tuple[str, str], ...] = (
     ("memory", "GPU/host memory"),
@@ -41,10 +42,6 @@ PROCESS_COLUMNS = (
     Column("RSS", "right"),
     Column("COMMAND"),
 )
-
-
-def _gb(n: int | None) -> str:
-    return "N/A" if n is None else f"{n / 1024**3:.1f}"
 
 
 def process_cells(p: GpuProcess) -> tuple[str, ...]:
@@ -152,7 +149,7 @@ class GpuCard(Vertical):
                             None if util is None else util / 100,
                             "N/A" if util is None else f"{util:.0f}%",
                         ),
-                        meter("vram", mem_frac, f"{_gb(gpu.memory_used)}/{_gb(gpu.memory_total)}G"),
+                        meter("vram", mem_frac, size_pair(gpu.memory_used, gpu.memory_total)),
                         power,
                     )
                 ),
@@ -303,12 +300,12 @@ class TelemetryPane(Vertical):
                 meter(
                     "RAM",
                     mem.used / mem.total if mem.total else None,
-                    f"{_gb(mem.used)}/{_gb(mem.total)}G",
+                    size_pair(mem.used, mem.total),
                 ),
                 meter(
                     "swap",
                     mem.swap_used / mem.swap_total if mem.swap_total else None,
-                    f"{_gb(mem.swap_used)}/{_gb(mem.swap_total)}G" if mem.swap_total else "none",
+                    size_pair(mem.swap_used, mem.swap_total) if mem.swap_total else "none",
                 ),
                 GraphLine(tuple(history.series("ram"))),
             )

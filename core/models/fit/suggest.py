@@ -174,9 +174,9 @@ def _upgrades(
             budget,
             ram_total_bytes=budget.ram_total_bytes + step * GiB,
             ram_available_bytes=budget.ram_available_bytes + step * GiB,
-            name=f"{budget.name} +{step} GB RAM",
+            name=f"{budget.name} +{step} GiB RAM",
         )
-        attempt(f"+{step} GB RAM", "ram", model, more, s)
+        attempt(f"+{step} GiB RAM", "ram", model, more, s)
     if base.verdict != "gpu":
         # Enough VRAM for everything: the model's GPU total as if on one large card.
         probe = HardwareBudget.hypothetical(
@@ -213,9 +213,9 @@ def _upgrades(
         upgraded = replace(
             budget,
             gpus=(GpuBudget(0, card, size * GiB, size * GiB, speed.gpu_spec(card)[0]),),
-            name=f"{_article(size)} {size} GB GPU",
+            name=f"{_article(size)} {size} GiB GPU",
         )
-        attempt(f"{_article(size)} {size} GB GPU ({card}-class)", "gpu", model, upgraded, s)
+        attempt(f"{_article(size)} {size} GiB GPU ({card}-class)", "gpu", model, upgraded, s)
 
 
 def _article(n: int) -> str:
