@@ -211,10 +211,12 @@ def integrity(jobs: SshJobTarget, server: SshdServer, root: Path, lines: int) ->
     seen: list[int] = []
     cuts = drops = 0
     every = lines // (DISCONNECTS + 1)
+    # Small reads (as a slow link would give) so every planned cut lands before the end.
+    chunk = max(1024, min(16 * 1024, every * 4))
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
-            data = jobs.read_log(paths, stream.offset, 16 * 1024)
+            data = jobs.read_log(paths, stream.offset, chunk)
             status = jobs.status(paths) if not data else None
         except SshLinkLost:
             drops += 1
