@@ -67,11 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     shot.add_argument("--size", default="120x36", help="COLSxROWS (default 120x36)")
     shot.add_argument("--pane", default="telemetry", help="which pane to show")
 
-    from rigdeck.tui import cli_cloud, cli_fit, cli_run
+    from rigdeck.tui import cli_cloud, cli_cost, cli_fit, cli_run
 
     cli_fit.add_parsers(sub)
     cli_run.add_parsers(sub)
     cli_cloud.add_parsers(sub)
+    cli_cost.add_parsers(sub)
     return parser
 
 
@@ -115,7 +116,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command != "screenshot":
         for warning in settings.warnings:
             _console(stderr=True).print(f"[yellow]rigdeck: {warning}[/]")
-    from rigdeck.tui import cli_cloud, cli_fit, cli_run
+    from rigdeck.tui import cli_cloud, cli_cost, cli_fit, cli_run
 
     handler = {
         "telemetry": cmd_telemetry,
@@ -124,6 +125,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         **cli_fit.HANDLERS,
         **cli_run.HANDLERS,
         **cli_cloud.HANDLERS,
+        **cli_cost.HANDLERS,
     }[args.command]
     return handler(args, settings)
 

@@ -22,10 +22,11 @@ from rigdeck.tui.cli import EXIT_ERROR, EXIT_NO, EXIT_OK, _console, fail
 
 
 # -- arguments ---------------------------------------------------------------------------------
-def _add_model_args(parser: argparse.ArgumentParser) -> None:
+def _add_model_args(parser: argparse.ArgumentParser, *, model_optional: bool = False) -> None:
     parser.add_argument(
         "model",
         metavar="MODEL",
+        nargs="?" if model_optional else None,
         help="a .gguf path, 'demo', or a name matched against local models",
     )
     parser.add_argument("--ctx", type=int, metavar="N", help="context length (default: config)")
@@ -79,7 +80,7 @@ def add_parsers(sub: Any) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
 
     bench = sub.add_parser("bench", help="prompt and decode tokens/s, llama-bench style")
-    _add_model_args(bench)
+    _add_model_args(bench, model_optional=True)
     bench.add_argument(
         "-p",
         "--n-prompt",
@@ -105,6 +106,9 @@ def add_parsers(sub: Any) -> None:
         help="repetitions per test (default 5)",
     )
     bench.add_argument("--json", action="store_true")
+    from rigdeck.tui.cli_cost import add_bench_flags
+
+    add_bench_flags(bench)
 
 
 # -- shared ------------------------------------------------------------------------------------
@@ -228,9 +232,14 @@ def cmd_run(args: argparse.Namespace, settings: Any) -> int:
         return EXIT_NO
     if not args.json:
         _note(f"loading {_describe_placement(planned)}")
+    from rigdeck.tui.cli_cost import energy_line, record_energy, start_meter
+
+    meter = start_meter(settings)  # the load draws power too: metered from here
     try:
         model = load_model(planned.plan, history=RunHistory(), kind="run")
     except LoadError as exc:
+        if meter is not None:
+            meter.stop()
         return _load_failed(exc, args.command, args.model)
     messages = [ChatMessage("system", args.system)] if args.system else []
     messages.append(ChatMessage("user", prompt))
@@ -248,8 +257,10 @@ def cmd_run(args: argparse.Namespace, settings: Any) -> int:
         load = model.load_stats
         run_id = model.run_id
     assert stats is not None
+    energy = record_energy(meter, "run", run_id, planned.path.name, settings)
     if args.json:
-        print(json.dumps(_run_json(planned, generation.text, stats, load, run_id), indent=2))
+        data = _run_json(planned, generation.text, stats, load, run_id)
+        print(json.dumps({**data, "energy": energy}, indent=2))
         return EXIT_OK
     print()
     p = planned.plan
@@ -260,6 +271,8 @@ def cmd_run(args: argparse.Namespace, settings: Any) -> int:
         f" RAM {_size(load.host_rss_delta_bytes)} (predicted {_size(p.predicted_ram_bytes)}),"
         f" VRAM {_size(_measured_vram(load))} (predicted {_size(p.predicted_vram_bytes)})"
     )
+    if (line := energy_line(energy)) is not None:
+        _note(line)
     return EXIT_OK
 
 
@@ -399,6 +412,12 @@ def cmd_bench(args: argparse.Namespace, settings: Any) -> int:
     from rigdeck.core.models.run.history import RunHistory
     from rigdeck.core.models.run.plan import LoadError
 
+    if args.machine:
+        from rigdeck.tui.cli_cost import cmd_bench_machine
+
+        return cmd_bench_machine(args, settings)
+    if args.model is None:
+        raise RigdeckError("name a model to benchmark (a .gguf path, 'demo', a name) or --machine")
     for flag, value, low in (
         ("-p", args.n_prompt, 0),
         ("-n", args.n_gen, 0),
@@ -420,6 +439,9 @@ def cmd_bench(args: argparse.Namespace, settings: Any) -> int:
             sys.stderr.write(f"\r{name}: {done}/{total}")
             sys.stderr.flush()
 
+    from rigdeck.tui.cli_cost import energy_line, record_energy, start_meter
+
+    meter = start_meter(settings)
     try:
         result = bench_model(
             planned.plan,
@@ -430,14 +452,19 @@ def cmd_bench(args: argparse.Namespace, settings: Any) -> int:
             on_test=on_test,
         )
     except LoadError as exc:
+        if meter is not None:
+            meter.stop()
         return _load_failed(exc, args.command, args.model)
     finally:
         if tty:
             sys.stderr.write("\r\033[K")
+    energy = record_energy(meter, "bench", result.run_id, planned.path.name, settings)
     tests = _bench_tests(planned, result)
     if args.json:
-        print(json.dumps(_bench_json(planned, result, tests), indent=2))
+        print(json.dumps({**_bench_json(planned, result, tests), "energy": energy}, indent=2))
         return EXIT_OK
+    if (line := energy_line(energy)) is not None:
+        _note(line)
     info = planned.model
     from rigdeck.core.units import format_bytes
 
