@@ -27,6 +27,7 @@ def cloud_app(
     overrides: dict[str, Any] | None = None,
     clock: Callable[[], datetime] | None = None,
     simulate: bool = False,
+    **more_options: Any,
 ) -> RigdeckApp:
     settings = load_settings(
         tmp_path / "none.toml",
@@ -41,7 +42,7 @@ def cloud_app(
         clock_free=True,
         simulate=simulate,
     )
-    options: dict[str, Any] = {"provider": provider, "start_guard": False}
+    options: dict[str, Any] = {"provider": provider, "start_guard": False, **more_options}
     if clock is not None:
         options["clock"] = clock
     app.cloud_options = CloudOptions(**options)  # type: ignore[attr-defined]

@@ -43,6 +43,8 @@ class CloudOptions:
     """Seconds between instance polls (None: ``[cloud] poll_s``)."""
     start_guard: bool = True
     offer_limit: int = 50
+    new_label: Callable[[], str] = actions.new_label
+    """Each create's unique label (tests fix it so a dialog reads the same every run)."""
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,7 @@ class CloudController:
             offer_id=offer.id,
             image=cloud.image,
             disk_gb=cloud.disk_gb,
-            label=actions.new_label(),
+            label=self.options.new_label(),
             bid=bid,
         )
         return request, Caps.from_settings(cloud)

@@ -67,7 +67,7 @@ class CloudPane(Vertical):
     CloudPane #cloud-offers { height: 1fr; min-height: 4; }
     CloudPane #cloud-spend { height: 1; color: $text-muted; }
     CloudPane #cloud-instances { height: auto; max-height: 7; }
-    CloudPane #cloud-audit { height: 4; border-top: solid $panel; }
+    CloudPane #cloud-audit { height: 4; border-top: solid $panel; overflow-x: hidden; }
     CloudPane #cloud-audit.-hidden { display: none; }
     CloudPane.-no-cloud #cloud-query, CloudPane.-no-cloud #cloud-controls,
     CloudPane.-no-cloud #cloud-offers, CloudPane.-no-cloud #cloud-spend,
