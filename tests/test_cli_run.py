@@ -297,3 +297,22 @@ def test_a_failed_load_names_the_next_placement_down(
     assert main(["run", "demo", "--ctx", str(2**24), "--prompt", "x", "--force"]) == 2
     text = _one_line_error(capsys.readouterr().err)
     assert "out of memory" in text and f"--ctx {2**23}" in text
+
+
+def test_serve_warns_in_the_chat_pane_s_words() -> None:
+    from types import SimpleNamespace
+
+    from rigdeck.core.models.run.chat_runner import Served
+    from rigdeck.core.models.run.plan import RunPlan
+    from rigdeck.core.models.run.serve_limits import serve_limitations
+    from rigdeck.tui.cli_run import _server_gaps
+    from rigdeck.tui.panes.chat.serving import serving_offer
+
+    # A MoE plan with experts kept on the CPU, of a model with sliding-window layers.
+    plan = RunPlan("m.gguf", gpu_layers=-1, n_cpu_moe=4)
+    planned = SimpleNamespace(plan=plan, model=SimpleNamespace(has_swa=True))
+    cli = _server_gaps(planned)
+    assert len(cli) == 2 and "experts of 4 blocks" in cli[0] and "sliding-window" in cli[1]
+    server = SimpleNamespace(url="http://127.0.0.1:8100/v1", model_alias="m", running=True)
+    served = Served(server, serve_limitations(plan, has_swa=True), run_id=None)
+    assert serving_offer(served).splitlines()[1:] == cli

@@ -133,8 +133,9 @@ def reply_line(stats: GenerationStats) -> str:
     """One line about a finished reply: tokens, speeds, why it ended."""
     speeds = []
     if stats.prompt_tps:
-        speeds.append(f"prompt {stats.prompt_tps:.0f} tok/s")
+        speeds.append(f"prompt {words.tps(stats.prompt_tps)} tok/s")
     if stats.decode_tps:
+        # One decimal even above 10: the reply's own speed, read beside the live figure.
         speeds.append(f"decode {stats.decode_tps:.1f} tok/s")
     return (
         f"{stats.decode_tokens} tokens, {', '.join(speeds) or 'no timing'}"
