@@ -9,13 +9,15 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.cloud_jobs import JobRig, job_rig, train_command
+from support.cloud_jobs import PYTHON, JobRig, job_rig, train_command
 from support.cloud_money import assert_in_agreement
 
 from rigdeck.core.cloud.host_keys import HostKeyChanged
@@ -23,12 +25,20 @@ from rigdeck.core.cloud.jobs.finish import finish
 from rigdeck.core.cloud.jobs.follow import follow
 from rigdeck.core.cloud.jobs.runner import run_job
 from rigdeck.core.cloud.jobs.up import up
+from rigdeck.core.cloud.readiness import InstanceFailed
 
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[JobRig]:
     with job_rig(tmp_path) as made:
         yield made
+
+
+def sshd_down_for(rig: JobRig, seconds: float) -> None:
+    """sshd restarted on the instance, with a gap in which nothing answers on its port."""
+    rig.sshd.stop()
+    time.sleep(seconds)
+    rig.sshd.start()
 
 
 def _lines_with(lines: list[str], pattern: str) -> list[str]:
@@ -70,7 +80,8 @@ def test_spec_to_destroy_pulls_verified_artifacts_and_charts_every_step(rig: Job
 
 
 def test_link_cut_mid_stream_and_sshd_restart_lose_and_double_no_line(rig: JobRig):
-    # A shell job printing numbered lines; the link is cut twice and sshd restarted once.
+    # A shell job printing numbered lines; its link is cut (a cut may heal unseen, on the next
+    # call), then sshd goes down for a while and comes back: that the stream must say.
     count = 120
     command = (
         f'i=1; while [ $i -le {count} ]; do echo "step $i loss 1.$i"; i=$((i+1)); sleep 0.02; done'
@@ -87,7 +98,7 @@ def test_link_cut_mid_stream_and_sshd_restart_lose_and_double_no_line(rig: JobRi
             rig.sshd.cut_connections()
         elif cuts["done"] == 1 and len(lines) >= 50:
             cuts["done"] = 2
-            threading.Thread(target=rig.sshd.restart).start()
+            threading.Thread(target=sshd_down_for, args=(rig, 0.6)).start()
 
     outcome = follow(rig.ctx, job, on_lines=cut)
     assert outcome.exit_code == 0
@@ -118,3 +129,107 @@ def kill_job(job) -> None:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def test_link_cut_mid_sync_resumes_and_the_job_sees_every_byte(rig: JobRig):
+    big = rig.project / "data.bin"
+    big.write_bytes(os.urandom(8 * 1024 * 1024))
+    want = hashlib.sha256(big.read_bytes()).hexdigest()
+    cut = threading.Event()
+
+    def cut_once(event) -> None:
+        if event.kind == "sync_progress" and not cut.is_set():
+            cut.set()
+            rig.sshd.cut_connections()
+
+    rig.hooks.append(cut_once)
+    ctx = rig.context(sync_bwlimit_kbps=4000)
+    spec = rig.spec("mkdir -p out && sha256sum data.bin > out/sum.txt", name="bulk")
+    result = run_job(ctx, spec)
+    assert cut.is_set()
+    assert any(e.kind == "reconnecting" and "sync cut" in e.message for e in rig.events)
+    assert result.finish is not None and result.finish.action == "destroyed"
+    pulled = rig.ctx.job_home(result.job.id) / "artifacts" / "out" / "sum.txt"
+    assert pulled.read_text().split()[0] == want
+    assert rig.sim.instances() == []
+
+
+def test_preempted_mid_job_resumes_from_the_last_verified_checkpoint(rig: JobRig):
+    spec = rig.spec(
+        train_command("--steps", "40", "--ckpt-every", "10", "--step-delay", "0.05"),
+        name="bid",
+        interruptible=True,
+    )
+    taken: list[int] = []
+
+    def take_machine(event) -> None:
+        # The first verified checkpoint is here: a higher bid takes the machine. Its processes
+        # die and a new machine starts without its disk.
+        if event.kind == "checkpoint" and not taken:
+            job = rig.store.get(event.job_id)
+            taken.append(job.target)
+            rig.sim.outbid(job.target)
+            kill_job(job)
+            shutil.rmtree(rig.remote)
+
+    rig.hooks.append(take_machine)
+    lines: list[str] = []
+    result = run_job(rig.ctx, spec, on_lines=lines.extend)
+
+    assert result.follow.recoveries == 1 and result.follow.exit_code == 0
+    job = result.job
+    assert job.attempt == 2 and job.target != taken[0]
+    resumed = _lines_with(lines, r"^resumed from .*step-0000(10|20) at step (10|20)$")
+    assert len(resumed) == 1
+    # The chart: every step once, though the resumed run repeated some.
+    assert [s for s, _ in result.follow.series.points("loss")] == list(range(1, 41))
+    assert result.finish is not None and result.finish.verified
+    assert "out/ckpt/step-000040/state.pt" in {f.path for f in result.finish.files}
+    # Both machines destroyed through the ledger, each step of the recovery written down.
+    assert rig.sim.instances() == []
+    assert_in_agreement(rig.ledger, rig.sim)
+    closed = {i.id: i.closed_reason for i in rig.ledger.instances()}
+    assert "preempted" in closed[taken[0]]
+    details = [e.detail for e in rig.ledger.events() if e.action == "job"]
+    assert any("preempted" in d for d in details) and any("recovering" in d for d in details)
+    assert any("resuming from out/ckpt/step-" in d for d in details)
+
+
+def test_a_failed_job_keeps_its_log_and_artifacts_here(rig: JobRig):
+    command = 'mkdir -p out && echo partial > out/result.txt && echo "step 1 loss 9.5" && exit 3'
+    spec = rig.spec(command, name="fails")
+    result = run_job(rig.ctx, spec)
+    assert result.follow.exit_code == 3
+    assert result.finish is not None
+    job = rig.store.get(result.job.id)
+    assert (job.exit_code == 3 and job.error is None) or "exit code 3" in (job.error or "")
+    home = rig.ctx.job_home(job.id)
+    assert (home / "artifacts" / "out" / "result.txt").read_text() == "partial\n"
+    log = (home / "job.log").read_text()
+    assert "step 1 loss 9.5" in log and "exit code 3" in log
+    assert result.finish.action == "destroyed"  # only after the artifact verified
+
+
+def test_an_instance_that_cannot_start_is_destroyed_at_once(rig: JobRig):
+    rig.sim.never_ready(msg="Error response from daemon: pull access denied for rigdeck/test")
+    spec = rig.spec("true", name="badimage")
+    with pytest.raises(InstanceFailed, match="pull access denied"):
+        up(rig.ctx, spec)
+    job = rig.store.list()[0]
+    assert job.state == "failed" and "pull access denied" in (job.error or "")
+    assert rig.sim.instances() == []
+    assert_in_agreement(rig.ledger, rig.sim)
+
+
+def test_torchrun_spreads_the_job_over_the_processes_the_spec_asks_for(rig: JobRig):
+    command = (
+        f"{PYTHON} -m torch.distributed.run --standalone --nproc-per-node={{nproc}} "
+        "train.py --out out --steps 8 --ckpt-every 4"
+    )
+    spec = rig.spec(command, name="ddp", extra_run="nproc = 2")
+    lines: list[str] = []
+    result = run_job(rig.ctx, spec, on_lines=lines.extend)
+    assert result.follow.exit_code == 0, "\n".join(lines[-20:])
+    assert _lines_with(lines, r"\{nproc\}=2")
+    assert _lines_with(lines, r"training \d+ parameters on 2 x cpu")
+    assert [s for s, _ in result.follow.series.points("loss")] == list(range(1, 9))

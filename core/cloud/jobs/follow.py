@@ -125,6 +125,7 @@ class JobFollower:
         next_status = next_instance = next_ckpt = now
         next_save = now + OFFSET_SAVE_S
         wait = t.reconnect_first_s
+        lost: JobStatus | None = None
         try:
             while not ctx.cancel.is_set():
                 try:
@@ -142,7 +143,11 @@ class JobFollower:
                     if now >= next_status:
                         next_status = now + t.status_poll_s
                         status = target.status(paths)
-                        if status.ended:
+                        if status.phase == "lost" and not self.job.local:
+                            # Gone without an exit code: a preempted machine, if the provider
+                            # says so (then it is recovered below), else a killed job.
+                            next_instance, lost = now, status
+                        elif status.ended:
                             return self._ended(target, status)
                     if keeper is not None and now >= next_ckpt:
                         next_ckpt = now + t.checkpoint_poll_s
@@ -163,7 +168,10 @@ class JobFollower:
                         close_target(target)
                         target, keeper, paths = self._recover(why)
                         next_status = next_ckpt = time.monotonic()
+                        lost = None
                         continue
+                    if lost is not None:
+                        return self._ended(target, lost)
                 if self.state == "streaming" and ctx.wait(t.log_poll_s):
                     break
         finally:
