@@ -98,6 +98,10 @@ class CloudSettings:
     show_unverified: bool = _doc(
         "Show unverified and unrentable machines in offer searches.", default=False
     )
+    ssh_user: str = _doc(
+        "User rigdeck logs in as on a rented instance over SSH (Vast images: root).",
+        default="root",
+    )
 
 
 @dataclass(frozen=True)
