@@ -110,6 +110,13 @@ def test_missing_required_key_is_one_line(tmp_path: Path) -> None:
     assert "llama.block_count" in str(err.value) and "\n" not in str(err.value)
 
 
+def test_a_header_without_blocks_is_one_line_not_a_crash(tmp_path: Path) -> None:
+    h = _header(tmp_path, "llama-3.1-8b", metadata={"llama.block_count": 0})
+    with pytest.raises(FitError) as err:
+        ModelInfo.from_header(h)
+    assert "head_count" in str(err.value) and "\n" not in str(err.value)
+
+
 def test_quant_label_from_file_type_or_dominant_tensor_type(tmp_path: Path) -> None:
     assert ModelInfo.from_header(_header(tmp_path, "llama-3.1-8b")).quant == "Q4_K_M"
     h = _header(tmp_path, "phi-3-mini", quant="Q8_0", metadata={"general.file_type": None})

@@ -28,6 +28,7 @@ from rigdeck.core.models.fit.budget import HardwareBudget, machine_budget
 from rigdeck.core.models.fit.placement import Placement
 from rigdeck.core.models.fit.settings import RunSettings, build_run_settings
 from rigdeck.core.models.fit.speed import CpuCalibration
+from rigdeck.core.models.run.history import RunRecord
 from rigdeck.core.models.sources.hub import Cancelled, DownloadProgress, Hub
 from rigdeck.core.telemetry.snapshot import Snapshot
 from rigdeck.tui import words
@@ -59,7 +60,7 @@ def _llama_available() -> bool:
         return False
 
 
-def _budget_signature(budget: HardwareBudget) -> tuple:
+def _budget_signature(budget: HardwareBudget) -> tuple[object, ...]:
     return (
         tuple((g.index, g.free_bytes // _REFIT_STEP) for g in budget.gpus),
         budget.ram_available_bytes // _REFIT_STEP,
@@ -170,7 +171,7 @@ class ModelsPane(Vertical):
             self,
             rows: list[ModelRow],
             calibration: CpuCalibration | None,
-            runs: dict,
+            runs: dict[str, list[RunRecord]],
             llama: bool,
             error: str | None,
         ) -> None:
@@ -239,12 +240,12 @@ class ModelsPane(Vertical):
         self.local_rows: list[ModelRow] = []
         self.hub_rows: list[ModelRow] = []
         self.fitted: dict[str, FittedRow] = {}
-        self.runs: dict = {}
+        self.runs: dict[str, list[RunRecord]] = {}
         self.llama_available = True
         self.scanned = False
         self.hub_status = "press / to search the Hugging Face Hub"
         self._budget: HardwareBudget | None = None
-        self._fitted_signature: tuple | None = None
+        self._fitted_signature: tuple[object, ...] | None = None
         self._generation = 0
         self._fit_cancel = threading.Event()
         self._download_cancel: threading.Event | None = None
@@ -701,12 +702,12 @@ class ModelsPane(Vertical):
     @work(thread=True, exclusive=True, group="models-download", exit_on_error=False)
     def _download(self, row: ModelRow, cancel: threading.Event) -> None:
         assert row.hub_file is not None
+
+        def progress(p: DownloadProgress) -> None:
+            self.post_message(self.DownloadUpdate(p))
+
         try:
-            path = self._hub_factory().download(
-                row.hub_file,
-                progress=lambda p: self.post_message(self.DownloadUpdate(p)),
-                cancel=cancel,
-            )
+            path = self._hub_factory().download(row.hub_file, progress=progress, cancel=cancel)
         except Cancelled:
             self.post_message(self.DownloadDone(row.label, None, None, True))
         except RigdeckError as exc:

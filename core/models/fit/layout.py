@@ -12,7 +12,7 @@ from rigdeck.core.errors import FitError
 from rigdeck.core.models.fit import speed
 from rigdeck.core.models.fit.budget import GpuBudget, HardwareBudget
 from rigdeck.core.models.fit.placement import DevicePlacement, Placement
-from rigdeck.core.models.fit.settings import KV_TYPES, RunSettings, quantized
+from rigdeck.core.models.fit.settings import KV_TYPES, KvType, RunSettings, quantized
 from rigdeck.core.models.fit.why import notes, why
 from rigdeck.core.models.format.model_info import LayerWeights, ModelInfo
 
@@ -88,7 +88,7 @@ def resolve_run(model: ModelInfo, s: RunSettings) -> ResolvedRun:
     )
 
 
-def _row(kv_type: str, n: int) -> int:
+def _row(kv_type: KvType, n: int) -> int:
     block, size = KV_TYPES[kv_type]
     return n // block * size
 

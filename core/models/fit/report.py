@@ -116,7 +116,7 @@ def result_json(r: FitResult) -> dict[str, Any]:
     """placement_to_json plus what a script needs beside it: the model, settings, costs."""
     p = r.placement
     data = placement_to_json(p)
-    for d, device in zip(data["devices"], p.devices, strict=True):  # type: ignore[arg-type]
+    for d, device in zip(data["devices"], p.devices, strict=True):
         d["index"] = device.index
         d["layers"] = device.layers
         d["free_after_bytes"] = device.free_after_bytes
@@ -149,7 +149,7 @@ def failed_json(f: FailedModel) -> dict[str, Any]:
     }
 
 
-def placement_to_json(p: Placement) -> dict[str, object]:
+def placement_to_json(p: Placement) -> dict[str, Any]:
     return {
         "fits": p.fits,
         "verdict": p.verdict,

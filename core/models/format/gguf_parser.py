@@ -175,7 +175,7 @@ class _Reader:
         self._need(4, what)
         (value,) = _U32.unpack_from(self._buf, self._pos)
         self._pos += 4
-        return value
+        return int(value)
 
     def unpack(self, st: struct.Struct, what: str) -> tuple[Any, ...]:
         self._need(st.size, what)
@@ -187,7 +187,7 @@ class _Reader:
         self._need(8, what)
         (value,) = _U64.unpack_from(self._buf, self._pos)
         self._pos += 8
-        return value
+        return int(value)
 
     def scalar(self, vtype: int, what: str) -> object:
         code, size = _SCALARS[vtype]

@@ -57,16 +57,24 @@ _UNQUANTIZED = {"F32", "F16", "BF16", "F64", "I8", "I16", "I32", "I64"}
 
 
 class _TensorLike(Protocol):
-    name: str
-    type_name: str
-    shape: Sequence[int]
-    nbytes: int
+    # Read-only members: the real TensorInfo and GGUFHeader are frozen dataclasses.
+    @property
+    def name(self) -> str: ...
+    @property
+    def type_name(self) -> str: ...
+    @property
+    def shape(self) -> Sequence[int]: ...
+    @property
+    def nbytes(self) -> int: ...
 
 
 class _HeaderLike(Protocol):
-    metadata: Mapping[str, object]
-    tensors: Sequence[_TensorLike]
-    file_size: int
+    @property
+    def metadata(self) -> Mapping[str, object]: ...
+    @property
+    def tensors(self) -> Sequence[_TensorLike]: ...
+    @property
+    def file_size(self) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -202,8 +210,9 @@ class ModelInfo:
         n_nextn = meta.integer(p + "nextn_predict_layers", default=0)
         n_layer = max(n_block - n_nextn, 0)
         n_embd = meta.integer(p + "embedding_length", required=True)
-        head_arr = meta.per_layer(p + "attention.head_count", n_block, required=True)
-        n_head = max(head_arr[:n_layer] or head_arr)
+        head_arr = meta.per_layer(p + "attention.head_count", n_block, required=True) or []
+        # No blocks at all is a broken header, said below as a zero head count, not a crash.
+        n_head = max(head_arr[:n_layer] or head_arr, default=0)
         kv_arr = meta.per_layer(p + "attention.head_count_kv", n_block, default=None)
         n_head_kv = tuple(kv_arr[:n_layer]) if kv_arr else tuple(head_arr[:n_layer])
         if n_head <= 0:
@@ -306,9 +315,11 @@ class _Meta:
             return default
         if isinstance(value, (list, tuple)):
             value = max((int(v) for v in value), default=0)
+        if not isinstance(value, (int, float, str)):
+            raise FitError(f"model header key {key} is not a number: {value!r}")
         try:
-            return int(value)  # type: ignore[call-overload]
-        except (TypeError, ValueError):
+            return int(value)
+        except ValueError:
             raise FitError(f"model header key {key} is not a number: {value!r}") from None
 
     def length(self, key: str) -> int:
@@ -351,7 +362,7 @@ def _swa_layers(meta: _Meta, arch: str, p: str, n_layer: int) -> tuple[int, tupl
         flags += (False,) * (n_layer - len(flags))
         return window, flags
     if pattern is not None:
-        period = int(pattern)  # type: ignore[call-overload]
+        period = int(pattern)
     if dense_first:
         flags = tuple(period == 0 or il % period != 0 for il in range(n_layer))
     else:

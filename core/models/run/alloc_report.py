@@ -177,7 +177,10 @@ def _last_json(text: str) -> dict[str, object] | None:
 
 
 def _report_from_doc(request: ReportRequest, doc: Mapping[str, object]) -> LlamaReport:
-    buffers = tuple(BufferFigure(**b) for b in doc["buffers"])  # type: ignore[arg-type, union-attr]
+    raw = doc["buffers"]
+    if not isinstance(raw, list):
+        raise ValueError("the report's buffers are not a list")
+    buffers = tuple(BufferFigure(**b) for b in raw)
     return LlamaReport(
         request=request,
         buffers=buffers,
@@ -269,7 +272,7 @@ def _child(req: ReportRequest) -> dict[str, object]:
     C = libs.C
     logs: list[str] = []
 
-    @ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+    @ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)  # type: ignore[untyped-decorator]
     def on_log(level: int, text: bytes, user: ctypes.c_void_p) -> None:
         logs.append(text.decode("utf-8", "replace"))
 
@@ -481,7 +484,8 @@ def _read_breakdown(libs: _Libs, ctx: object) -> list[dict[str, object]]:
         return ctypes.c_uint64.from_address(addr).value
 
     out: list[dict[str, object]] = []
-    stack, node = [], root
+    stack: list[int] = []
+    node = root
     while stack or node:
         while node:
             stack.append(node)

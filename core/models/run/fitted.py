@@ -23,7 +23,7 @@ from rigdeck.core.models.run.plan import RunPlan, plan_from_placement
 
 @dataclass(frozen=True)
 class FittedModel:
-    """A model ready to load: what it is, the budget and settings, what the fit decided, the plan."""
+    """A model ready to load: what it is, its budget and settings, the placement, the plan."""
 
     path: Path
     model: ModelInfo

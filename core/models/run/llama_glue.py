@@ -93,7 +93,8 @@ def _install(llama_cpp: ModuleType, lowlevel: ModuleType) -> None:
             params.tensor_buft_overrides = ctypes.cast(overrides, ctypes.c_void_p)
         return params
 
-    lowlevel.llama_model_default_params = default_params_with_progress
+    # Patched on the module (typed as ModuleType): every later load reads the wrapper.
+    setattr(lowlevel, "llama_model_default_params", default_params_with_progress)  # noqa: B010
 
     # With verbose=False, llama-cpp-python silences loads by dup2-ing /dev/null over fds 1 and 2
     # for the whole process, which would blank the TUI's own output while a worker loads. The C

@@ -90,4 +90,5 @@ def _first_error(log_text: str) -> str | None:
         if ("error" in line.lower() or "failed" in line.lower()) and ":" in line:
             candidates.append(line.split(":", 1)[1].strip())
     specific = [c for c in candidates if not any(g in c.lower() for g in generic)]
-    return (specific or candidates or [None])[0]
+    found = specific or candidates
+    return found[0] if found else None

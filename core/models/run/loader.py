@@ -106,7 +106,7 @@ def _cpu_buffer_type(llama_cpp: ModuleType) -> int:
     types apply, so it must come from the same library, not a copy.
     """
     libdir = os.environ.get("LLAMA_CPP_LIB_PATH") or os.path.join(
-        os.path.dirname(llama_cpp.__file__), "lib"
+        os.path.dirname(llama_cpp.__file__ or ""), "lib"
     )
     for name in ("libggml-cpu.so", "libggml-cpu.dylib", "ggml-cpu.dll"):
         path = os.path.join(libdir, name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Literal
 
 import httpx2
 from huggingface_hub import constants
@@ -42,7 +43,7 @@ class HubErrors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> bool:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> Literal[False]:
         if exc is None or isinstance(exc, HubError) or not isinstance(exc, Exception):
             return False
         raise hub_error(

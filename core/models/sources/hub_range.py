@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 from urllib.parse import urlsplit
 
 import httpx2
-from huggingface_hub.utils import get_session, hf_raise_for_status
+from huggingface_hub import get_session, hf_raise_for_status
 
 from rigdeck.core.errors import HubError
 from rigdeck.core.models.sources.hub_errors import hub_error
@@ -35,7 +35,9 @@ class _BearerAuth(httpx2.Auth):
     def __repr__(self) -> str:
         return "_BearerAuth(***)"
 
-    def auth_flow(self, request: httpx2.Request) -> Iterator[httpx2.Request]:
+    def auth_flow(
+        self, request: httpx2.Request
+    ) -> Generator[httpx2.Request, httpx2.Response, None]:
         request.headers["Authorization"] = f"Bearer {self._token.reveal()}"
         yield request
 

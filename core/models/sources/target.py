@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rigdeck.core.errors import FitError, HubError, ModelFileError, RigdeckError
 from rigdeck.core.models.format.gguf import GGUFHeader, join_split, read_gguf, read_header
@@ -192,7 +192,9 @@ def load_remote(
     headers: list[GGUFHeader] = []
     cost = RemoteCost()
     for i, name in enumerate(names):
-        options = {} if i == 0 else {"block_size": _PART_FETCH, "first_fetch": _PART_FETCH}
+        options: dict[str, Any] = (
+            {} if i == 0 else {"block_size": _PART_FETCH, "first_fetch": _PART_FETCH}
+        )
         source = hub.open(repo_id, name, revision=revision, **options)
         try:
             headers.append(read_header(source))
