@@ -79,10 +79,6 @@ class ReplyStreamer:
         self._first_token: tuple[float, int] | None = None
         self._switch_interval = sys.getswitchinterval()
 
-    @property
-    def active(self) -> bool:
-        return self._markdown is not None
-
     def begin(self, view: ChatMessageView) -> None:
         """Get ready to stream into ``view`` (an empty assistant message)."""
         self._markdown = Markdown.get_stream(view)
