@@ -31,6 +31,10 @@ class KeyedTable(DataTable[Cell]):
         if list(columns) != self._columns:
             self._set_columns(columns)
 
+    def clear_rows(self) -> None:
+        self.clear()
+        self._shown = []
+
     def selected_key(self) -> str | None:
         if not self.row_count:
             return None
