@@ -105,6 +105,32 @@ async def test_no_gpu_box_fits_on_the_cpu_and_says_so(
         assert "No GPU" in notice and "driver" in notice
 
 
+async def test_a_quantized_kv_with_flash_attention_off_keeps_v_f16_and_says_why(
+    tmp_path: Path, models: dict[str, Path]
+) -> None:
+    app = pane_app(
+        tmp_path,
+        roomy_gpu_box(),
+        dirs=[tmp_path / "models"],
+        **{"models.kv_type": "q8_0", "models.flash_attn": "off"},
+    )
+    async with app.run_test(size=(120, 36)) as pilot:
+        pane = await open_models(pilot)
+        placement = pane.fitted[_key(models["8b"])].placement
+        assert placement is not None
+        assert (placement.settings.type_k, placement.settings.type_v) == ("q8_0", "f16")
+        controls = str(pane.query_one("#models-controls", Static).render())
+        assert "KV K q8_0, V f16 [v]" in controls and "hub:" in controls
+        notice = str(pane.query_one("#models-notice", Static).render())
+        assert "K q8_0, V f16 (a quantized V needs flash attention)" in notice
+
+        await pilot.press("a")  # off -> auto: V is quantized too
+        await settle(pilot)
+        placement = pane.fitted[_key(models["8b"])].placement
+        assert placement is not None and placement.settings.type_v == "q8_0"
+        assert "quantized V" not in str(pane.query_one("#models-notice", Static).render())
+
+
 async def test_kv_type_and_context_refit_every_row(tmp_path: Path, models: dict[str, Path]) -> None:
     app = pane_app(tmp_path, roomy_gpu_box(), dirs=[tmp_path / "models"])
     snap = roomy_gpu_box()

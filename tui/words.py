@@ -63,10 +63,14 @@ def context(n_ctx: int) -> str:
     return "model max" if n_ctx == 0 else tokens(n_ctx)
 
 
-def kv(settings: RunSettings) -> str:
-    """The KV cache types: ``q8_0``, or ``K q8_0, V f16 (a quantized V needs flash attention)``."""
+def kv(settings: RunSettings, *, short: bool = False) -> str:
+    """The KV cache types: ``q8_0``, or ``K q8_0, V f16 (a quantized V needs flash attention)``.
+
+    ``short`` leaves the reason out, for a one-line control that says it elsewhere.
+    """
     if settings.v_fallback:
-        return f"K {settings.type_k}, V f16 (a quantized V needs flash attention)"
+        reason = "" if short else " (a quantized V needs flash attention)"
+        return f"K {settings.type_k}, V f16{reason}"
     if settings.type_k == settings.type_v:
         return settings.type_k
     return f"K {settings.type_k}, V {settings.type_v}"

@@ -397,7 +397,7 @@ class ModelsPane(Vertical):
                 (words.context(c.context), "bold"),
                 (" [c]", "$text-muted"),
                 ("  KV ", "$text-muted"),
-                (words.kv(self.settings), "bold"),
+                (words.kv(self.settings, short=True), "bold"),
                 (" [v]", "$text-muted"),
                 ("  flash attn ", "$text-muted"),
                 (c.flash, "bold"),
@@ -412,6 +412,9 @@ class ModelsPane(Vertical):
 
     def _show_notice(self) -> None:
         lines = []
+        settings = self.settings
+        if settings.v_fallback:
+            lines.append(f"KV cache {words.kv(settings)}: a turns flash attention on.")
         snap = self.snapshot
         if snap is not None and not snap.gpus:
             why = snap.gpu_status or "no NVIDIA GPU found"
@@ -546,6 +549,7 @@ class ModelsPane(Vertical):
     def _set_controls(self, controls: Controls) -> None:
         self.controls = controls
         self._show_controls()
+        self._show_notice()
         self._refit()
 
     def action_rescan(self) -> None:
