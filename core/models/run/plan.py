@@ -11,11 +11,11 @@ from typing import Any, Literal
 
 from rigdeck.core.errors import RunError
 from rigdeck.core.models.fit.placement import Placement
+from rigdeck.core.models.fit.settings import KvChoice
 from rigdeck.core.models.run.llama_log import is_host_buffer
 
-KvType = Literal["f16", "q8_0", "q4_0"]
-# ggml_type values of the KV cache types a plan may ask for (ggml.h).
-GGML_KV_TYPES: Mapping[str, int] = {"f16": 1, "q4_0": 2, "q8_0": 8}
+# ggml_type values of the KV cache types a plan may ask for (ggml.h): the user's choices.
+GGML_KV_TYPES: Mapping[KvChoice, int] = {"f16": 1, "q4_0": 2, "q8_0": 8}
 
 # Called with (phase, fraction of that phase done); phases run in this order.
 ProgressCallback = Callable[[str, float], None]
@@ -44,8 +44,8 @@ class RunPlan:
     model_path: str
     gpu_layers: int = 0
     n_ctx: int = 4096
-    type_k: KvType = "f16"
-    type_v: KvType = "f16"
+    type_k: KvChoice = "f16"
+    type_v: KvChoice = "f16"
     flash_attn: bool = False
     n_threads: int | None = None
     n_batch: int = 512
