@@ -91,7 +91,7 @@ def _offers(args: argparse.Namespace, settings: Settings, session: CloudSession)
     )
     fits = {}
     if args.fits:
-        from rigdeck.core.models.fit.settings import build_run_settings
+        from rigdeck.core.models.launch import build_run_settings
 
         model = load_model(args.fits, settings.models.dirs)
         fits = fit_offers(

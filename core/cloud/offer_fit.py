@@ -1,11 +1,9 @@
-""" "Fits this model" for cloud offers: each offer as a hypothetical machine, fitted the one way.
+"""Fits this model, for cloud offers: each offer as a hypothetical machine, fitted the one way.
 
 An offer's GPUs (VRAM each, the bandwidth of its GPU name), its RAM and its cores become a
-`HardwareBudget`, and the model goes through `models.launch`'s fit, so an offer's verdict is the
-one `rigdeck fit --vram ... --gpu ...` would give (the budget is `fit.budget.budget_from_offer`,
-the fit `fit.engine.fit`: the two halves `launch` composes, which has no offer entry yet).
-The $ per million generated tokens is the offer's $/hour (machine and storage) over the
-predicted decode speed.
+budget, and the model goes through `models.launch.fit_on_offer`, the one fit path, so an
+offer's verdict is the one `rigdeck fit --vram ... --gpu ...` would give. The $ per million
+generated tokens is the offer's $/hour (machine and storage) over the predicted decode speed.
 """
 
 from __future__ import annotations
@@ -16,12 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rigdeck.core.cloud.provider import Offer
-from rigdeck.core.models.fit.budget import HardwareBudget, budget_from_offer
-from rigdeck.core.models.fit.engine import fit
-from rigdeck.core.models.fit.placement import Placement
-from rigdeck.core.models.fit.settings import RunSettings
-from rigdeck.core.models.format.model_info import ModelInfo
-from rigdeck.core.models.launch import model_info, resolve_model
+from rigdeck.core.models.launch import (
+    ModelInfo,
+    Placement,
+    RunSettings,
+    fit_on_offer,
+    model_info,
+    resolve_model,
+)
 
 DEFAULT_DISK_GB = 20.0
 
@@ -55,18 +55,6 @@ class OfferFit:
         }
 
 
-def offer_budget(offer: Offer) -> HardwareBudget:
-    """The offer as the fit sees it: every GPU and all its RAM free, its cores for generation."""
-    return budget_from_offer(
-        offer.gpu_name,
-        offer.num_gpus,
-        offer.gpu_ram_bytes,
-        max(offer.cpu_ram_bytes, 1),
-        max(1, offer.cpu_cores),
-        name=f"offer {offer.id} ({offer.num_gpus}x {offer.gpu_name})",
-    )
-
-
 def usd_per_mtok(dph: float, decode_tps: float) -> float | None:
     if decode_tps <= 0:
         return None
@@ -80,7 +68,16 @@ def fit_offer(
     *,
     disk_gb: float = DEFAULT_DISK_GB,
 ) -> OfferFit:
-    placement = fit(model, offer_budget(offer), settings)
+    placement = fit_on_offer(
+        model,
+        settings,
+        gpu_name=offer.gpu_name,
+        num_gpus=offer.num_gpus,
+        gpu_ram_bytes=offer.gpu_ram_bytes,
+        cpu_ram_bytes=max(offer.cpu_ram_bytes, 1),
+        cpu_threads=max(1, offer.cpu_cores),
+        name=f"offer {offer.id} ({offer.num_gpus}x {offer.gpu_name})",
+    )
     cost = usd_per_mtok(offer.dph + offer.storage_dph(disk_gb), placement.decode_tps)
     return OfferFit(offer.id, placement, cost if placement.fits else None)
 

@@ -19,7 +19,7 @@ from rigdeck.core.cloud.provider import CloudError, Offer, OfferSort, Provider, 
 from rigdeck.core.cloud.reconcile import ReconcileReport, reconcile
 from rigdeck.core.cloud.spend import SpendSummary, summarize
 from rigdeck.core.config import Settings
-from rigdeck.core.models.format.model_info import ModelInfo
+from rigdeck.core.models.launch import ModelInfo
 from rigdeck.tui.cloud_context import CloudSession, open_session, start_guard
 
 Clock = Callable[[], datetime]
@@ -115,7 +115,7 @@ class CloudController:
         return self.model_name
 
     def search(self, query: str, sort: OfferSort, interruptible: bool) -> OffersView:
-        from rigdeck.core.models.fit.settings import build_run_settings
+        from rigdeck.core.models.launch import build_run_settings
 
         session = self._session()
         offers = tuple(
