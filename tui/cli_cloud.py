@@ -72,8 +72,16 @@ def add_parsers(sub: Any) -> None:
     guard = cs.add_parser("guard", help="run the budget guard in the foreground")
     guard.add_argument("--once", action="store_true", help="one tick, then exit")
 
+    from rigdeck.tui.cli_cloud_jobs import add_job_parsers
+
+    add_job_parsers(cs)  # up, jobs, logs, pull, sync, ssh, finish
+
 
 def cmd_cloud(args: argparse.Namespace, settings: Any) -> int:
+    from rigdeck.tui.cli_cloud_jobs import JOB_COMMANDS, run_job_command
+
+    if args.cloud_command in JOB_COMMANDS:
+        return run_job_command(args, settings)
     # The commands import the provider, the ledger and the fit: only when `cloud` is asked for.
     from rigdeck.tui.cli_cloud_commands import run_cloud
 
