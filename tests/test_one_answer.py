@@ -20,6 +20,7 @@ from rigdeck.core.models import launch
 from rigdeck.core.models.fit import speed
 from rigdeck.core.models.fit.placement import Placement
 from rigdeck.core.models.run.llama_chat import LlamaChatRunner
+from rigdeck.core.models.run.plan import plan_from_placement
 from rigdeck.core.telemetry.snapshot import Snapshot
 from rigdeck.tui.cli import main
 from rigdeck.tui.panes.models import ModelsPane
@@ -155,6 +156,8 @@ async def test_every_face_gives_the_same_placement(
         row = pane.fitted[f"local:{model}"]
         assert row.placement is not None
         models_pane = answer(row.placement)
+        # `r` there hands the chat pane this placement: it loads the plan `rigdeck run` would.
+        assert plan_from_placement(model, row.placement) == planned.plan
 
     assert cli["kv"] == ("q8_0", "f16", False)  # V f16: a quantized V needs flash attention
     assert cli["verdict"] == "partial"  # a 70B on 24 GiB: the layer count is the question
