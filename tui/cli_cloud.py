@@ -57,8 +57,11 @@ def add_parsers(sub: Any) -> None:
     down.add_argument("--yes", action="store_true", help="do not ask")
     down.add_argument("--json", action="store_true")
 
-    for name, what in (("stop", "stop (storage keeps billing)"), ("start", "start again")):
-        p = cs.add_parser(name, help=f"{what} an instance")
+    for name, what in (("stop", "stop"), ("start", "start")):
+        p = cs.add_parser(
+            name,
+            help=f"{what} an instance" + (" (storage keeps billing)" if name == "stop" else ""),
+        )
         p.add_argument("instance", type=int, metavar="INSTANCE")
         p.add_argument("--json", action="store_true")
 
