@@ -16,7 +16,14 @@ from rigdeck.core.cloud.reconcile import reconcile
 from rigdeck.core.cloud.spend import summarize
 from rigdeck.core.config import Settings
 from rigdeck.tui import cli_cloud_views as views
-from rigdeck.tui.cloud_context import CloudSession, ledger_path, open_session, start_guard
+from rigdeck.tui import words
+from rigdeck.tui.cloud_context import (
+    CloudSession,
+    ledger_path,
+    open_session,
+    start_guard,
+    usd_so_far,
+)
 
 EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
 
@@ -157,8 +164,8 @@ def _rent(args: argparse.Namespace, settings: Settings, session: CloudSession) -
     ):
         if budget > 0 and spent >= budget:
             return _refuse(
-                f"over budget: {views.words.money(spent)} spent {period} of "
-                f"{views.words.money(budget)}; raise the budget in [cloud] to rent"
+                f"over budget: {words.money(spent)} spent {period} of "
+                f"{words.money(budget)}; raise the budget in [cloud] to rent"
             )
     lines = views.rent_lines(
         offer,
@@ -276,20 +283,20 @@ def _down(args: argparse.Namespace, settings: Settings, session: CloudSession) -
     if not row.open:
         return _refuse(f"instance {row.id} is already {row.state.replace('_', ' ')}")
     steps = session.ledger.state_changes([row.id])
-    usd = views.usd_so_far(row, steps, _now())
+    usd = usd_so_far(row, steps, _now())
     lines = views.destroy_lines(row, usd, action="destroy", cli=actions.cli_line("destroy", row.id))
     if not args.yes and not _ask(lines, "Destroy it?"):
         return _refuse("not destroyed")
     done = actions.destroy(session.provider, session.ledger, row.id)
     steps = session.ledger.state_changes([row.id])
-    total = views.usd_so_far(done, steps, _now())
+    total = usd_so_far(done, steps, _now())
     if args.json:
         _print_json({"instance": done.id, "label": done.label, "state": done.state,
                      "usd_total": round(total, 6), "simulated": session.simulated})  # fmt: skip
     else:
         _console().print(
             f"destroyed instance {done.id}: the provider reads it gone; it cost "
-            f"{views.words.money(total)}",
+            f"{words.money(total)}",
             markup=False,
         )
     return EXIT_OK
