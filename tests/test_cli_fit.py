@@ -232,6 +232,32 @@ def test_demo_model_on_this_machine(capsys: pytest.CaptureFixture[str]) -> None:
     assert cpu["budget_bytes"] == r["budget"]["ram_available_bytes"]
 
 
+def test_fit_finds_models_by_name_as_run_does(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    demo = demo_model_path()
+    if demo is None:
+        pytest.skip("the demo model package is not installed")
+    machine = ("--vram", "8G", "--ram", "16G")
+    _, by_path = run_json(capsys, str(demo), *machine)
+    _, by_word = run_json(capsys, "demo", *machine)
+    assert by_word["target"] == "demo" and by_word["model"]["location"] == str(demo)
+    assert by_word["devices"] == by_path["devices"]
+
+    # A name no real model has, so models elsewhere on this machine cannot make it ambiguous.
+    folder = tmp_path / "models"
+    folder.mkdir()
+    named = write_model(folder / "Frobnic-Test-8B-Q4_K_M.gguf", "llama-3.1-8b")
+    config = tmp_path / "rigdeck.toml"
+    config.write_text(f'[models]\ndirs = ["{folder}"]\n')
+    rc = main(["--config", str(config), "fit", "frobnic-test", *machine, "--json"])
+    r = json.loads(capsys.readouterr().out)
+    assert rc in (0, 1) and r["model"]["location"] == str(named)
+    rc = main(["--config", str(config), "fit", "no-such-model-anywhere", *machine])
+    line = one_line_error(rc, *capsys.readouterr())
+    assert "no-such-model-anywhere" in line
+
+
 def test_demo_model_human_output(capsys: pytest.CaptureFixture[str]) -> None:
     demo = demo_model_path()
     if demo is None:

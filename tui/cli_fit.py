@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import TYPE_CHECKING, Any
 
 from rigdeck.core.errors import FitError, RigdeckError
@@ -95,7 +96,7 @@ def cmd_fit(args: argparse.Namespace, settings: Any) -> int:
         raise FitError(f"--ctx {args.ctx}: a context length is 0 (the model's own) or more")
     if args.threads is not None and args.threads < 1:
         raise FitError(f"--threads {args.threads}: use 1 or more")
-    target = parse_target(args.target)
+    target = _local_name(parse_target(args.target), settings)
     if target.is_remote:
         _quiet_hub()
     # Cheap checks first: a typo in a flag must not cost a Hub round trip.
@@ -125,6 +126,24 @@ HANDLERS = {"fit": cmd_fit}
 
 # --------------------------------------------------------------------------------------------
 # Inputs
+
+
+def _local_name(target: Target, settings: Any) -> Target:
+    """``demo`` or a local model's name, found the way `rigdeck run` finds it; paths stay paths.
+
+    A missing path keeps its own error (and its hint for a Hub name without ``hf:``).
+    """
+    from dataclasses import replace
+
+    from rigdeck.core.models import launch
+
+    text = target.text
+    if target.path is None or target.path.exists() or "/" in text or os.sep in text:
+        return target
+    if text.lower().endswith(".gguf") or text.startswith("~"):
+        return target
+    dirs = getattr(getattr(settings, "models", None), "dirs", ())
+    return replace(target, path=launch.resolve_model(text, dirs))
 
 
 def _quiet_hub() -> None:
