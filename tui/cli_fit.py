@@ -40,8 +40,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument(
         "target",
         metavar="PATH|hf:REPO[/FILE]",
-        help="a local .gguf (any split part), hf:OWNER/NAME/FILE.gguf, "
-        "hf:OWNER/NAME:QUANT, or hf:OWNER/NAME for every quantization",
+        help="a local .gguf (any split part), 'demo', a local model's name, "
+        "hf:OWNER/NAME/FILE.gguf, hf:OWNER/NAME:QUANT, or hf:OWNER/NAME for every quantization",
     )
     p.add_argument(
         "--ctx",
