@@ -9,6 +9,7 @@ the prompt, read-only, over budget), 2 error (one red line); ``logs --follow`` a
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 JOB_COMMANDS = ("up", "jobs", "logs", "pull", "sync", "ssh", "finish")
@@ -57,6 +58,16 @@ def add_job_parsers(cs: Any) -> None:
     fin.add_argument("--json", action="store_true")
 
 
+def jobs_store_path(simulate: bool) -> Path | None:
+    """The jobs store: the simulated account keeps its own beside its ledger (None: the
+    user's, `default_jobs_path`)."""
+    if not simulate:
+        return None
+    from rigdeck.tui.cloud_context import simulated_ledger_path
+
+    return simulated_ledger_path().parent / "jobs.sqlite3"
+
+
 def run_job_command(args: argparse.Namespace, settings: Any) -> int:
     # Imported on use: `rigdeck --help` must not load paramiko or the SDK.
     from rigdeck.tui import cli_cloud_jobs_actions as actions
@@ -64,4 +75,4 @@ def run_job_command(args: argparse.Namespace, settings: Any) -> int:
     return actions.dispatch(args, settings)
 
 
-__all__ = ["JOB_COMMANDS", "add_job_parsers", "run_job_command"]
+__all__ = ["JOB_COMMANDS", "add_job_parsers", "jobs_store_path", "run_job_command"]

@@ -34,6 +34,7 @@ from rigdeck.core.cloud.ssh_jobs import SshJobTarget
 from rigdeck.core.config import Settings
 from rigdeck.tui import cli_cloud_views as views
 from rigdeck.tui import words
+from rigdeck.tui.cli_cloud_jobs import jobs_store_path
 from rigdeck.tui.cloud_context import CloudSession, ledger_path, open_session, start_guard
 
 EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
@@ -81,11 +82,6 @@ def _print_json(data: dict[str, Any]) -> None:
 
 def _simulated(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "cloud_simulate", False) or getattr(args, "simulate", False))
-
-
-def jobs_store_path(simulate: bool) -> Path | None:
-    """The simulated account keeps its jobs beside its ledger, apart from the real ones."""
-    return ledger_path(True).parent / "jobs.sqlite3" if simulate else None
 
 
 class _Progress:

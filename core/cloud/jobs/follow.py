@@ -74,8 +74,13 @@ class JobFollower:
         on_state: Callable[[StreamState, str], None] | None = None,
         checkpoints: bool = True,
         recover: bool = True,
+        watch_only: bool = False,
     ) -> None:
+        """``watch_only``: a second viewer of a job another process runs (the pane beside the
+        CLI): it reads and reports, writes down the exit code it sees, and never moves the
+        job, saves a read position, pulls or recovers."""
         self.ctx = ctx
+        self.watch_only = watch_only
         self.job = job
         self.stream = LogStream(start if start is not None else 0)
         self.parser = MetricParser()
@@ -83,8 +88,8 @@ class JobFollower:
         self.on_lines = on_lines
         self.on_state = on_state
         self.state: StreamState = "streaming"
-        self.checkpoints = checkpoints
-        self.recover = recover
+        self.checkpoints = checkpoints and not watch_only
+        self.recover = recover and not watch_only
         self.lines = 0
         self.recoveries = 0
 
@@ -164,6 +169,9 @@ class JobFollower:
                 if not self.job.local and now >= next_instance:
                     next_instance = now + t.instance_poll_s
                     why = self._preemption()
+                    if why is not None and self.watch_only:
+                        self._set_state("ended", f"preempted: {why}")
+                        return FollowOutcome(self.job, None, False, 0, self.series)
                     if why is not None:
                         close_target(target)
                         target, keeper, paths = self._recover(why)
@@ -180,6 +188,8 @@ class JobFollower:
         return FollowOutcome(self.job, None, False, self.recoveries, self.series)
 
     def _save_offset(self) -> None:
+        if self.watch_only:
+            return
         current = self.ctx.store.get(self.job.id)
         if current is not None and current.attempt == self.job.attempt:
             self.job = self.ctx.store.update(self.job.id, log_offset=self.stream.resume_offset)
@@ -195,9 +205,12 @@ class JobFollower:
             if code is not None
             else "the job's process is gone without an exit code (killed, or its machine restarted)"
         )
-        self.job = self.ctx.store.update(
-            self.job.id, exit_code=code, log_offset=self.stream.resume_offset
-        )
+        # The exit code is a fact any viewer may write down (the same value each time); the
+        # read position belongs to the process that runs the job.
+        changes: dict[str, object] = {"exit_code": code}
+        if not self.watch_only:
+            changes["log_offset"] = self.stream.resume_offset
+        self.job = self.ctx.store.update(self.job.id, **changes)
         self._set_state("ended", why)
         return FollowOutcome(self.job, code, True, self.recoveries, self.series)
 

@@ -37,6 +37,7 @@ from rigdeck.tui.panes.cloud.controller import (
     OffersView,
 )
 from rigdeck.tui.panes.cloud.instances import InstancesTable
+from rigdeck.tui.panes.cloud.jobs_panel import JobsPanel
 from rigdeck.tui.panes.cloud.offers import OffersTable
 
 SORT_WORDS = {"price": "$/h", "tflops": "$/TFLOP", "reliability": "reliability",
@@ -69,6 +70,9 @@ class CloudPane(Vertical):
     CloudPane #cloud-instances { height: auto; max-height: 7; }
     CloudPane #cloud-audit { height: 4; border-top: solid $panel; overflow-x: hidden; }
     CloudPane #cloud-audit.-hidden { display: none; }
+    CloudPane #cloud-jobs { display: none; }
+    CloudPane.-jobs > * { display: none; }
+    CloudPane.-jobs > #cloud-jobs { display: block; }
     CloudPane.-no-cloud #cloud-query, CloudPane.-no-cloud #cloud-controls,
     CloudPane.-no-cloud #cloud-offers, CloudPane.-no-cloud #cloud-spend,
     CloudPane.-no-cloud #cloud-instances, CloudPane.-no-cloud #cloud-audit { display: none; }
@@ -96,6 +100,8 @@ class CloudPane(Vertical):
                 tooltip="Raise the bid of the selected interruptible instance (asks first)"),
         Binding("R", "reconcile", "Reconcile", id="cloud.reconcile",
                 tooltip="Set the ledger against the provider's instance list now"),
+        Binding("j", "toggle_jobs", "Jobs", id="cloud.jobs", show=False,
+                tooltip="Jobs and the selected job's log and loss chart, or back to offers"),
         Binding("l", "toggle_log", "Log", id="cloud.log", show=False,
                 tooltip="Show or hide the audit log of every provider action"),
     ]  # fmt: skip
@@ -138,6 +144,7 @@ class CloudPane(Vertical):
         yield Static("", id="cloud-spend")
         yield InstancesTable(id="cloud-instances")
         yield AuditLog(id="cloud-audit")
+        yield JobsPanel(id="cloud-jobs")
 
     def on_mount(self) -> None:
         app: Any = self.app
@@ -378,6 +385,14 @@ class CloudPane(Vertical):
 
     def action_reconcile(self) -> None:
         self.poll_now()
+
+    def action_toggle_jobs(self) -> None:
+        self.toggle_class("-jobs")
+        # Focus once the new layout is applied: a widget still hidden cannot take it.
+        if self.has_class("-jobs"):
+            self.call_after_refresh(self.query_one(JobsPanel).focus_default)
+        else:
+            self.call_after_refresh(self.focus_default)
 
     def action_toggle_log(self) -> None:
         self.query_one(AuditLog).toggle_class("-hidden")
