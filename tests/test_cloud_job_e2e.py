@@ -23,6 +23,7 @@ from support.cloud_money import assert_in_agreement
 from rigdeck.core.cloud.host_keys import HostKeyChanged
 from rigdeck.core.cloud.jobs.finish import finish
 from rigdeck.core.cloud.jobs.follow import follow
+from rigdeck.core.cloud.jobs.resume import continue_job
 from rigdeck.core.cloud.jobs.runner import run_job
 from rigdeck.core.cloud.jobs.up import up
 from rigdeck.core.cloud.readiness import InstanceFailed
@@ -233,3 +234,31 @@ def test_torchrun_spreads_the_job_over_the_processes_the_spec_asks_for(rig: JobR
     assert _lines_with(lines, r"\{nproc\}=2")
     assert _lines_with(lines, r"training \d+ parameters on 2 x cpu")
     assert [s for s, _ in result.follow.series.points("loss")] == list(range(1, 9))
+
+
+class Crash(BaseException):
+    """rigdeck killed at this point (nothing after it runs, no handler sees it)."""
+
+
+@pytest.mark.parametrize("at", ["rented", "synced"])
+def test_a_crash_mid_up_is_taken_on_from_the_stored_state_renting_nothing_twice(rig: JobRig, at):
+    def crash(event) -> None:
+        if event.kind == at:
+            raise Crash(at)
+
+    rig.hooks.append(crash)
+    spec = rig.spec('mkdir -p out && echo "step 1 loss 1.5" | tee out/log.txt', name="crashy")
+    with pytest.raises(Crash):
+        up(rig.ctx, spec)
+    rig.hooks.clear()
+    job = rig.store.list()[0]
+    assert job.state == ("provisioning" if at == "rented" else "syncing")
+
+    job = continue_job(rig.ctx, job)
+    assert job.state == "running"
+    outcome = follow(rig.ctx, job)
+    result = finish(rig.ctx, outcome.job)
+    assert result.job.exit_code == 0 and result.action == "destroyed"
+    assert rig.sim.create_count == 1  # the instance rented before the crash was the one used
+    assert rig.sim.instances() == []
+    assert_in_agreement(rig.ledger, rig.sim)

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-JOB_COMMANDS = ("up", "jobs", "logs", "pull", "sync", "ssh", "finish")
+JOB_COMMANDS = ("up", "jobs", "logs", "pull", "sync", "ssh", "finish", "resume")
 
 
 def add_job_parsers(cs: Any) -> None:
@@ -50,6 +50,13 @@ def add_job_parsers(cs: Any) -> None:
         metavar="COMMAND",
         help="a command to run instead of a shell",
     )
+
+    res = cs.add_parser(
+        "resume", help="take on a job rigdeck stopped minding (killed mid-up, preempted)"
+    )
+    res.add_argument("job", metavar="JOB")
+    res.add_argument("--follow", action="store_true", help="stream the log, then finish")
+    res.add_argument("--json", action="store_true")
 
     fin = cs.add_parser("finish", help="pull, verify, record, then the spec's on_finish")
     fin.add_argument("job", metavar="JOB")

@@ -22,6 +22,7 @@ from rigdeck.core.cloud.jobs.finish import FinishResult, finish, pull
 from rigdeck.core.cloud.jobs.follow import FollowOutcome, JobFollower, StreamState
 from rigdeck.core.cloud.jobs.lifecycle import Job, JobStore
 from rigdeck.core.cloud.jobs.logs import LogStream
+from rigdeck.core.cloud.jobs.resume import continue_job
 from rigdeck.core.cloud.jobs.runner import sync_job
 from rigdeck.core.cloud.jobs.spec import JobSpec, load_spec
 from rigdeck.core.cloud.jobs.steps import caps_for, choose_offer, job_usd, rent_request
@@ -149,6 +150,7 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         "sync": _sync,
         "ssh": _ssh,
         "finish": _finish,
+        "resume": _resume,
     }[args.cloud_command]
     return handler(args, settings)
 
@@ -391,6 +393,19 @@ def _ssh(args: argparse.Namespace, settings: Settings) -> int:
     sys.stdout.flush()
     os.execvp(argv[0], argv)
     return EXIT_ERROR  # pragma: no cover - execvp does not return
+
+
+# -- resume ---------------------------------------------------------------------------------
+def _resume(args: argparse.Namespace, settings: Settings) -> int:
+    job, ctx = _job(args, settings, quiet=bool(args.json))
+    job = continue_job(ctx, job)
+    if args.follow and not job.ended and job.state != "collecting":
+        return _follow_then_finish(args, ctx, job)
+    if args.json:
+        _print_json(up_json(job))
+    else:
+        _say(f"job {job.id}: {job.state}")
+    return EXIT_OK
 
 
 # -- finish -----------------------------------------------------------------------------------

@@ -6,8 +6,8 @@
     result = finish(ctx, outcome.job)                    # pull, verify, record, on_finish
 
 The modules behind it: `up` (start), `steps` (offer, rent, readiness, sync, launch), `follow`
-(the log stream, preemption, checkpoints), `recovery` (restart after a preemption), `finish`
-(artifacts, money, on_finish).
+(the log stream, preemption, checkpoints), `recovery` (restart after a preemption), `resume`
+(carry on from the stored state after rigdeck stopped), `finish` (artifacts, money, on_finish).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from rigdeck.core.cloud.jobs.finish import FinishResult, finish, pull, save_log
 from rigdeck.core.cloud.jobs.follow import FollowOutcome, JobFollower, StreamState, follow
 from rigdeck.core.cloud.jobs.lifecycle import Job
 from rigdeck.core.cloud.jobs.recovery import recover
+from rigdeck.core.cloud.jobs.resume import continue_job
 from rigdeck.core.cloud.jobs.spec import JobSpec, OnFinish, load_spec
 from rigdeck.core.cloud.jobs.steps import choose_offer, job_usd, sync_up
 from rigdeck.core.cloud.jobs.targets import close_target, open_target
@@ -39,6 +40,7 @@ __all__ = [
     "StreamState",
     "Timings",
     "choose_offer",
+    "continue_job",
     "finish",
     "follow",
     "job_usd",
