@@ -11,15 +11,18 @@ from textual.widgets import Button, Static
 
 from rigdeck.core.cloud.provider import RentRequest
 from rigdeck.core.models.sources.local import demo_model_path
+from rigdeck.tui import words
 from rigdeck.tui.panes.cloud.confirm import CloudConfirmScreen, PromptScreen
 from rigdeck.tui.panes.cloud.instances import InstancesTable
 from rigdeck.tui.panes.cloud.offers import OffersTable
+from rigdeck.tui.panes.cloud.rent_dialog import RentDialog, parse_request
 
 SIZE = (120, 40)
 
 
-def body(screen: CloudConfirmScreen) -> str:
-    return str(screen.query_one("#cloud-confirm-body", Static).render())
+def body(screen: CloudConfirmScreen | RentDialog) -> str:
+    found = screen.query("#cloud-confirm-body, #rent-body")
+    return str(found.first(Static).render())
 
 
 def instance_state(pane, instance_id: int) -> str:
@@ -35,7 +38,7 @@ async def rent_selected(pilot, pane) -> None:
     """r, then Tab to the Rent button, then Enter."""
     polls = pane.polls
     await pilot.press("r")
-    await until(pilot, lambda: isinstance(pilot.app.screen, CloudConfirmScreen), what="dialog")
+    await until(pilot, lambda: isinstance(pilot.app.screen, RentDialog), what="rent dialog")
     await pilot.press("tab", "enter")
     await until(pilot, lambda: pane.polls > polls and pane.instances_view.rows, what="rented row")
 
@@ -89,16 +92,16 @@ async def test_rent_dialog_starts_on_cancel_and_shows_cost(tmp_path, sim, provid
         pane = await cloud_ready(pilot)
         offer = pane.offers_view.offers[0]
         await pilot.press("r")
-        await until(pilot, lambda: isinstance(app.screen, CloudConfirmScreen), what="dialog")
+        await until(pilot, lambda: isinstance(app.screen, RentDialog), what="dialog")
         dialog = app.screen
-        assert dialog.query_one("#cloud-cancel", Button).has_focus
+        assert dialog.query_one("#rent-cancel", Button).has_focus
         text = body(dialog)
         assert f"${offer.dph:.2f}/h while running" in text
         assert "Storage: $" in text and "billed until destroyed" in text
         assert "Budget:" in text
         assert f"vastai create instance {offer.id}" in text
         await pilot.press("enter")  # Enter on Cancel: nothing is rented
-        await until(pilot, lambda: not isinstance(app.screen, CloudConfirmScreen))
+        await until(pilot, lambda: not isinstance(app.screen, RentDialog))
         await pilot.pause(0.2)
         assert sim.create_count == 0
 
@@ -108,6 +111,59 @@ async def test_rent_dialog_starts_on_cancel_and_shows_cost(tmp_path, sim, provid
         assert row.id == made["id"] and row.source == "rigdeck"
         assert row.dph == pytest.approx(offer.dph) and row.offer_id == offer.id
         assert any(e.action == "rent" and e.kind == "intent" for e in pane.instances_view.events)
+
+
+async def test_rent_dialog_fields_change_the_cost_and_the_rental(tmp_path, sim, provider):  # noqa: F811
+    app = cloud_app(tmp_path, provider)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = await cloud_ready(pilot)
+        searches = pane.searches
+        await pilot.press("i")  # interruptible: the dialog has a bid field too
+        await until(pilot, lambda: pane.searches > searches, what="bid offers")
+        offer = pane.offers_view.offers[0]
+        await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, RentDialog), what="dialog")
+        dialog = app.screen
+        disk = dialog.query_one("#rent-disk")
+        disk.focus()
+        disk.value = ""
+        await pilot.press(*"x")
+        await pilot.pause()
+        assert dialog.query_one("#rent-ok", Button).disabled  # nothing to rent with a bad size
+        disk.value = ""
+        await pilot.press(*"72")
+        bid = dialog.query_one("#rent-bid")
+        bid.value = ""
+        bid.focus()
+        await pilot.press(*"0.9")
+        await pilot.pause()
+        text = body(dialog)
+        assert "for 72 GB" in text and f"{words.money(offer.storage_dph(72))}/h" in text
+        assert "bid $0.90/h" in text and "--disk 72" in text and "--bid_price 0.9" in text
+        await pilot.press("enter")  # Enter in a field goes back to Cancel, never rents
+        assert dialog.query_one("#rent-cancel", Button).has_focus
+        polls = pane.polls
+        await pilot.press("tab", "enter")
+        await until(pilot, lambda: pane.polls > polls and pane.instances_view.rows)
+        [made] = sim.instances()
+        assert made["bid"] == pytest.approx(0.9)
+        assert pane.instances_view.rows[0].disk_gb == 72
+
+
+def test_rent_fields_parse_or_say_why():
+    base = RentRequest(1, "img", 20, label="l", bid=0.5)
+    assert parse_request(base, " other ", "40", "$0.7") == RentRequest(
+        1, "other", 40.0, label="l", bid=0.7
+    )
+    for image, disk, bid, why in (
+        ("", "20", None, "image"),
+        ("img", "lots", None, "disk"),
+        ("img", "0", None, "at least 1 GB"),
+        ("img", "20", "cheap", "bid"),
+        ("img", "20", "0", "above $0/h"),
+    ):
+        with pytest.raises(ValueError, match=why.replace("$", r"\$")):
+            parse_request(base, image, disk, bid)
 
 
 async def test_destroy_confirms_then_row_goes(tmp_path, sim, provider):  # noqa: F811

@@ -20,6 +20,7 @@ from rigdeck.core.cloud.provider import RentRequest
 from rigdeck.core.cloud.simulator import Simulator
 from rigdeck.tui.panes.cloud.confirm import CloudConfirmScreen
 from rigdeck.tui.panes.cloud.instances import InstancesTable
+from rigdeck.tui.panes.cloud.rent_dialog import RentDialog
 
 T0 = datetime(2026, 3, 14, 9, 0, tzinfo=UTC)
 SIZES = [(80, 24), (160, 48)]
@@ -75,7 +76,7 @@ def test_rent_dialog(snap_compare, tmp_path, fixed_sim, size):
     async def open_rent(pilot):
         await settle(pilot)
         await pilot.press("r")
-        await until(pilot, lambda: isinstance(pilot.app.screen, CloudConfirmScreen))
+        await until(pilot, lambda: isinstance(pilot.app.screen, RentDialog))
         await pilot.pause()
 
     app = rented_app(tmp_path, fixed_sim)

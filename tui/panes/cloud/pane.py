@@ -23,7 +23,13 @@ from textual.widgets import Input, Static
 
 from rigdeck.core.cloud import actions
 from rigdeck.core.cloud.ledger import LedgerInstance
-from rigdeck.core.cloud.provider import OFFER_SORTS, MissingApiKey, Offer, OfferSort
+from rigdeck.core.cloud.provider import (
+    OFFER_SORTS,
+    MissingApiKey,
+    Offer,
+    OfferSort,
+    RentRequest,
+)
 from rigdeck.core.errors import RigdeckError
 from rigdeck.tui import words
 from rigdeck.tui.cli_cloud_views import destroy_lines, per_hour, rent_lines
@@ -39,6 +45,7 @@ from rigdeck.tui.panes.cloud.controller import (
 from rigdeck.tui.panes.cloud.instances import InstancesTable
 from rigdeck.tui.panes.cloud.jobs_panel import JobsPanel
 from rigdeck.tui.panes.cloud.offers import OffersTable
+from rigdeck.tui.panes.cloud.rent_dialog import RentDialog
 
 SORT_WORDS = {"price": "$/h", "tflops": "$/TFLOP", "reliability": "reliability",
               "bandwidth": "bandwidth"}  # fmt: skip
@@ -423,29 +430,31 @@ class CloudPane(Vertical):
         request, caps = controller.rent_plan(offer, self.interruptible)
         summary = self.instances_view.summary if self.instances_view else None
         cloud = controller.settings.cloud
-        lines = rent_lines(
-            offer,
-            disk_gb=request.disk_gb,
-            bid=request.bid,
-            max_usd=caps.max_usd,
-            max_hours=caps.max_hours,
-            month_usd=summary.month_usd if summary else 0.0,
-            monthly_budget=cloud.monthly_budget_usd,
-            cli=actions.cli_rent(request),
-        )
 
-        def answered(yes: bool | None) -> None:
-            if yes:
+        def describe(chosen: RentRequest) -> list[str]:
+            return rent_lines(
+                offer,
+                disk_gb=chosen.disk_gb,
+                bid=chosen.bid,
+                max_usd=caps.max_usd,
+                max_hours=caps.max_hours,
+                month_usd=summary.month_usd if summary else 0.0,
+                monthly_budget=cloud.monthly_budget_usd,
+                cli=actions.cli_rent(chosen),
+            )
+
+        def answered(chosen: RentRequest | None) -> None:
+            if chosen is not None:
                 self.app.notify(f"renting offer {offer.id}…", title="cloud")
                 self._action_worker(
-                    lambda: controller.rent(request, caps), self._rented, "rent", None
+                    lambda: controller.rent(chosen, caps), self._rented, "rent", None
                 )
 
         self.app.push_screen(
-            CloudConfirmScreen(
+            RentDialog(
                 f"Rent {offer.num_gpus}x {offer.gpu_name}?",
-                lines,
-                confirm="Rent",
+                request,
+                describe,
                 simulated=self._simulated(),
             ),
             answered,
