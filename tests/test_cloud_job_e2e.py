@@ -262,3 +262,32 @@ def test_a_crash_mid_up_is_taken_on_from_the_stored_state_renting_nothing_twice(
     assert rig.sim.create_count == 1  # the instance rented before the crash was the one used
     assert rig.sim.instances() == []
     assert_in_agreement(rig.ledger, rig.sim)
+
+
+SHELL_RESUMABLE = (
+    'if [ -n "$RIGDECK_RESUME_FROM" ]; then echo "resumed from $RIGDECK_RESUME_FROM"; exit 0; fi; '
+    "mkdir -p out/ckpt/step-1 && echo weights > out/ckpt/step-1/w && "
+    'touch out/ckpt/step-1/COMPLETE && echo "step 1 loss 1.0" && sleep 60'
+)
+
+
+def test_with_the_wait_policy_an_outbid_instance_that_runs_again_is_used_again(rig: JobRig):
+    ctx = rig.context(on_preempt="wait")
+    spec = rig.spec(SHELL_RESUMABLE, name="waits", interruptible=True)
+
+    def outbid_then_rebid(event) -> None:
+        job = rig.store.get(event.job_id)
+        if event.kind == "checkpoint" and job.attempt == 1:
+            rig.sim.outbid(job.target)
+            kill_job(job)
+        elif event.kind == "preempted":
+            rig.provider.change_bid(job.target, 50.0)  # the user outbids the outbidder
+
+    rig.hooks.append(outbid_then_rebid)
+    lines: list[str] = []
+    result = run_job(ctx, spec, on_lines=lines.extend)
+    assert result.follow.recoveries == 1 and result.follow.exit_code == 0
+    assert rig.sim.create_count == 1  # no second rental: the same machine came back
+    assert any(line.endswith("/out/ckpt/step-1") and "resumed from" in line for line in lines)
+    assert result.job.attempt == 2 and result.job.state == "destroyed"
+    assert rig.sim.instances() == []

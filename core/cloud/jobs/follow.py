@@ -149,8 +149,8 @@ class JobFollower:
                         next_status = now + t.status_poll_s
                         status = target.status(paths)
                         if status.phase == "lost" and not self.job.local:
-                            # Gone without an exit code: a preempted machine, if the provider
-                            # says so (then it is recovered below), else a killed job.
+                            # Gone without an exit code: the runner itself died with its
+                            # machine (preempted, restarted); the instance read below decides.
                             next_instance, lost = now, status
                         elif status.ended:
                             return self._ended(target, status)
@@ -169,6 +169,10 @@ class JobFollower:
                 if not self.job.local and now >= next_instance:
                     next_instance = now + t.instance_poll_s
                     why = self._preemption()
+                    if why is None and lost is not None and not self.watch_only:
+                        why = (
+                            "the job's process is gone without an exit code (its machine restarted)"
+                        )
                     if why is not None and self.watch_only:
                         self._set_state("ended", f"preempted: {why}")
                         return FollowOutcome(self.job, None, False, 0, self.series)

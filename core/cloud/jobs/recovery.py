@@ -43,7 +43,9 @@ def recover(ctx: JobContext, job: Job) -> Job:
     where = f"from {point.checkpoint}" if point else "from the start (no verified checkpoint)"
     record(ctx, job, f"job {job.id}: recovering, attempt {job.attempt}, {where}", old)
     target: SshJobTarget | None = None
-    if ctx.on_preempt == "wait" and _back_within(ctx, old, ctx.timings.resume_wait_s):
+    # A machine that runs (again) is used again: it still has the synced files on its disk.
+    wait_s = ctx.timings.resume_wait_s if ctx.on_preempt == "wait" else 0.0
+    if _back_within(ctx, old, wait_s):
         record(ctx, job, f"job {job.id}: instance {old} runs again", old)
         target = wait_ready(ctx, job, spec)
         job = move(ctx, job, "syncing", f"instance {old} is back; syncing up")
@@ -101,5 +103,5 @@ def _back_within(ctx: JobContext, instance_id: int, timeout_s: float) -> bool:
                 return True
         except CloudError:
             pass  # no answer this time: ask again until the deadline
-        if time.monotonic() >= deadline or ctx.wait(ctx.timings.ready_poll_s):
+        if time.monotonic() >= deadline or ctx.wait(min(ctx.timings.ready_poll_s, timeout_s)):
             return False
