@@ -357,3 +357,16 @@ def test_guard_once_runs_a_tick(capsys, config, sim):  # noqa: F811
     rent_one(capsys, config, offer["id"])
     code, _, err = cloud(capsys, config, "guard", "--once")
     assert code == 0, err
+
+
+def test_rent_whose_answer_is_lost_finds_the_one_instance(capsys, config, sim):  # noqa: F811
+    offer = as_json(capsys, config, "offers")["offers"][0]
+    sim.create_never()  # the create happens, its answer never comes
+    data = rent_one(capsys, config, offer["id"], "--label", "rigdeck-lost-1")
+    assert sim.create_count == 1  # never sent twice
+    [made] = sim.instances()
+    assert data["instance"] == made["id"] and data["label"] == "rigdeck-lost-1"
+    row = Ledger(default_ledger_path()).instance(made["id"])
+    assert row is not None and row.source == "adopted"
+    [listed] = as_json(capsys, config, "ls")["instances"]
+    assert listed["source"] == "rigdeck"

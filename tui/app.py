@@ -38,9 +38,10 @@ PANES: tuple[tuple[str, str, str], ...] = (
     ("models", "Models", "2"),
     ("chat", "Chat", "3"),
     ("cloud", "Cloud", "4"),
+    ("economics", "Economics", "5"),
 )
 
-LAZY_PANES = ("models", "chat", "cloud")
+LAZY_PANES = ("models", "chat", "cloud", "economics")
 
 
 def _pane_class(pane: str) -> Any:
@@ -52,6 +53,10 @@ def _pane_class(pane: str) -> Any:
         from rigdeck.tui.panes.cloud import CloudPane
 
         return CloudPane
+    if pane == "economics":
+        from rigdeck.tui.panes.economics import EconomicsPane
+
+        return EconomicsPane
     from rigdeck.tui.panes.chat import ChatPane
 
     return ChatPane
@@ -142,6 +147,7 @@ class RigdeckApp(App[None]):
         self.running_label = "nothing"
         # Snapshot tests freeze the status bar: no uptime or clock that changes between runs.
         self._clock_free = clock_free
+        self._chat_energy: Any = None  # meters the chat pane's runs; made on the first one
 
     # -- layout ------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -274,6 +280,12 @@ class RigdeckApp(App[None]):
             models = self._pane("models")
             if models is not None:
                 models.show_snapshot(snap)
+        elif active == "economics":
+            economics = self._pane("economics")
+            if economics is not None:
+                economics.show_snapshot(snap)
+        if self._chat_energy is not None:
+            self._chat_energy.add(snap)
         # The next reading is scheduled only after this one landed: a slow NVML never piles up.
         self.set_timer(self.settings.telemetry.refresh_s, self._sample)
 
@@ -324,7 +336,7 @@ class RigdeckApp(App[None]):
             self.query_one("#processes").focus()
         elif event.pane.id in LAZY_PANES:
             pane = self._ensure_pane(event.pane.id)
-            if event.pane.id == "models" and self.latest is not None:
+            if event.pane.id in ("models", "economics") and self.latest is not None:
                 pane.show_snapshot(self.latest)
 
     # Handlers by name: the pane classes are imported only after the first frame.
@@ -335,8 +347,20 @@ class RigdeckApp(App[None]):
 
     def on_chat_pane_running_changed(self, message: Any) -> None:
         self.running_label = message.label
+        self._meter_chat(message.label)
         if self.latest is not None:
             self._update_statusbar(self.latest)
+
+    def _meter_chat(self, label: str) -> None:
+        """Each stretch the chat pane runs a model is one metered run in the energy log."""
+        from rigdeck.tui.panes.economics.chat_energy import ChatEnergy, chat_run_id, record_run
+
+        if self._chat_energy is None:
+            self._chat_energy = ChatEnergy(self.settings.economics)
+        done = self._chat_energy.running_changed(label, chat_run_id(self._pane("chat")))
+        if done is not None:
+            body = partial(record_run, done, self.settings.economics.currency)
+            self.run_worker(body, thread=True, group="energy", exit_on_error=False)
 
     # -- actions -----------------------------------------------------------------------------
     def action_show_pane(self, pane: str) -> None:
@@ -366,6 +390,7 @@ class RigdeckApp(App[None]):
             ("models", _pane_class("models").BINDINGS),
             ("chat", _pane_class("chat").BINDINGS),
             ("cloud", _pane_class("cloud").BINDINGS),
+            ("economics", _pane_class("economics").BINDINGS),
         ]
         for where, bindings in sources:
             for binding in bindings:
@@ -457,6 +482,13 @@ class RigdeckApp(App[None]):
         self.notify(f"saved {path}")
 
     def on_unmount(self) -> None:
+        if self._chat_energy is not None and (done := self._chat_energy.finish()) is not None:
+            from rigdeck.tui.panes.economics.chat_energy import record_run
+
+            try:
+                record_run(done, self.settings.economics.currency)
+            except RigdeckError:
+                pass  # quitting must not fail for a record of energy
         if self._sampler is not None:
             self._sampler.close()
 

@@ -213,19 +213,8 @@ def budget_lines(budget: dict[str, Any], day: float | None, month: float | None)
             )
     lines = ["budget: " + ("; ".join(parts) if parts else "none set ([cloud] monthly_budget_usd)")]
     for alert in budget.get("alerts", []):
-        lines.append("  " + alert_words(alert))
+        lines.append("  " + ew.alert_words(alert))
     return lines
-
-
-def alert_words(alert: dict[str, Any]) -> str:
-    """``over: total this month $52.00 of $50.00 (104%)``."""
-    scope = "all projects" if alert["scope"] == "total" else f"project {alert['scope']}"
-    period = "today" if alert["period"] == "day" else "this month"
-    level = "OVER BUDGET" if alert["level"] == "over" else "80% of budget"
-    return (
-        f"{level}: {scope} {period} {ew.amount(alert['spent']['value'])} of "
-        f"{ew.amount(alert['budget_usd'])} ({alert['fraction']:.0%})"
-    )
 
 
 # -- rigdeck cost job ---------------------------------------------------------------------------

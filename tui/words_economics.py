@@ -132,3 +132,14 @@ def breakeven_line(report: Mapping[str, Any], currency: str) -> str:
         f"{label} at {price}: pays for itself in {months(report['breakeven_months'])} "
         f"({band(low, high)} as cloud prices swing ±30%)"
     )
+
+
+def alert_words(alert: dict[str, Any]) -> str:
+    """``over: total this month $52.00 of $50.00 (104%)``."""
+    scope = "all projects" if alert["scope"] == "total" else f"project {alert['scope']}"
+    period = "today" if alert["period"] == "day" else "this month"
+    level = "OVER BUDGET" if alert["level"] == "over" else "80% of budget"
+    return (
+        f"{level}: {scope} {period} {amount(alert['spent']['value'])} of "
+        f"{amount(alert['budget_usd'])} ({alert['fraction']:.0%})"
+    )
