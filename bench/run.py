@@ -34,12 +34,13 @@ How it measures, and why:
   sides, an empty KV cache and a cleared conversation each time; one untimed warm-up per side.
   Pane decode tokens/s = tokens after the first piece (one less than the pane's
   GenerationStats.decode_tokens; llama.cpp's decode counter on the bare side) / time from the
-  first piece the worker hands the pane to the first frame painted after the last piece reached
-  the Markdown widget. The headless driver skips turning frames into terminal output, so each
-  frame is also rendered to the escape sequences a terminal would get (and discarded): that cost
-  is in the figure too. Responsiveness: frames painted, Markdown appends and the event-loop
-  thread's CPU during a reply, and how late a 50 ms interval timer on the app fires while the
-  pane streams (next to the same while bare streams and the app idles).
+  first piece the reply hands the pane's worker (stamped at the runner the pane is given) to the
+  first frame painted after the last piece reached the Markdown widget. The headless driver skips
+  turning frames into terminal output, so each frame is also rendered to the escape sequences a
+  terminal would get (and discarded): that cost is in the figure too. Responsiveness: frames
+  painted, Markdown appends and the event-loop thread's CPU during a reply, and how late a 50 ms
+  interval timer on the app fires while the pane streams (next to the same while bare streams and
+  the app idles).
 """
 
 from __future__ import annotations
