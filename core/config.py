@@ -68,6 +68,13 @@ class ModelSettings:
         "KV cache type: f16, q8_0 or q4_0 (q4_0/q8_0 V needs flash attention).", default="f16"
     )
     flash_attn: str = _doc("Flash attention: auto, on or off.", default="auto")
+    threads: int = _doc(
+        "CPU threads for generation (0: one per physical core, as llama.cpp).", default=0
+    )
+    threads_batch: int = _doc(
+        "CPU threads for prompt batches (0: threads when set, else every logical core).",
+        default=0,
+    )
 
 
 @dataclass(frozen=True)
@@ -126,7 +133,7 @@ class EconomicsSettings:
         "Upgrades you are weighing, name = price in your currency, e.g. "
         '{ "ram +96G" = "250", "gpu RTX 4090" = "1800" }. A name is ram +SIZE (added), '
         "ram SIZE (new total), gpu NAME [SIZE] (replaces your GPUs) or gpu +NAME (added); "
-        "a price may add a resale value: \"1800 resale 900\".",
+        'a price may add a resale value: "1800 resale 900".',
         default_factory=dict,
     )
 

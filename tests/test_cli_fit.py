@@ -24,6 +24,7 @@ from rigdeck.core.models.fit.engine import fit
 from rigdeck.core.models.fit.settings import RunSettings
 from rigdeck.core.models.format.gguf import read_gguf
 from rigdeck.core.models.format.model_info import ModelInfo
+from rigdeck.core.models.run import calibrate
 from rigdeck.core.models.sources.local import demo_model_path
 from rigdeck.core.models.sources.target import parse_target
 from rigdeck.core.telemetry.sampler import TelemetrySampler
@@ -31,6 +32,7 @@ from rigdeck.core.units import parse_size
 from rigdeck.tui.cli import main
 from tests.support.fake_hub import FakeHub
 from tests.support.gguf_factory import write_model
+from tests.support.models_env import write_calibrations
 
 MiB = 1 << 20
 RIGDECK = Path(sys.executable).with_name("rigdeck")
@@ -65,7 +67,7 @@ RESULT_KEYS = {
 
 @pytest.fixture(autouse=True)
 def _calibrated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A cached CPU calibration in a private cache dir: no measuring, no user files touched."""
+    """Cached CPU calibrations in a private cache dir: no measuring, no user files touched."""
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
     cal = speed.CpuCalibration(
@@ -79,6 +81,7 @@ def _calibrated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
     assert path.is_relative_to(cache)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(asdict(cal)), encoding="utf-8")
+    write_calibrations(path.parent)  # llama.cpp's rates too: no demo bench in a test
     return cache
 
 
@@ -136,7 +139,9 @@ def expected(
         snap = sampler.sample()
     finally:
         sampler.close()
-    base = budget_from_snapshot(snap, calibration=speed.load_or_measure_cpu())
+    base = budget_from_snapshot(
+        snap, calibration=speed.load_or_measure_cpu(), rates=calibrate.cached_rates()
+    )
     budget = with_sizes(
         base,
         vram=None if vram is None else [parse_size(v) for v in vram],

@@ -82,7 +82,7 @@ def add_parsers(sub: Any) -> None:
         "--threads",
         type=int,
         metavar="N",
-        help="CPU threads for generation (default: half the logical cores)",
+        help="CPU threads for generation and prompts (default: one per physical core)",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 

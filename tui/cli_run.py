@@ -47,7 +47,13 @@ def _add_model_args(parser: argparse.ArgumentParser, *, model_optional: bool = F
         metavar="N",
         help="force N GPU layers (default: as many as the fit places)",
     )
-    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="CPU threads for generation and prompts (default: config, else one per physical"
+        " core for generation and every core for prompts, as llama.cpp)",
+    )
     parser.add_argument("--seed", type=int, help="sampling seed (default: random)")
     parser.add_argument(
         "--force", action="store_true", help="load even when the fit says it does not fit"
@@ -130,7 +136,9 @@ def _launch(args: argparse.Namespace, settings: Any) -> Any:
         threads=args.threads,
     )
     budget = launch.machine_budget(threads=args.threads)
-    planned = launch.plan_launch(path, run_settings, budget, seed=args.seed)
+    from rigdeck.core.models.run.history import RunHistory
+
+    planned = launch.plan_launch(path, run_settings, budget, seed=args.seed, history=RunHistory())
     if not planned.fits and not args.force:
         from rigdeck.core.models.fit.why import shortfall_line
 

@@ -38,6 +38,7 @@ from rigdeck.core.models.fit.settings import (
 from rigdeck.core.models.format.model_info import ModelInfo
 from rigdeck.core.models.format.model_reader import read_model_info
 from rigdeck.core.models.run.fitted import FittedModel, fit_and_plan
+from rigdeck.core.models.run.history import RunHistory
 from rigdeck.core.models.run.plan import RunPlan
 from rigdeck.core.models.sources import local as catalog
 from rigdeck.core.telemetry.snapshot import Snapshot
@@ -164,21 +165,39 @@ def machine_budget(
     snapshot: Snapshot | None = None,
     *,
     threads: int | None = None,
+    threads_batch: int | None = None,
     vram: Sequence[int] | None = None,
     ram: int | None = None,
     gpu_name: str | None = None,
     calibration: speed.CpuCalibration | None = None,
+    rates: speed.CpuRates | None = None,
 ) -> HardwareBudget:
     """This machine as the fit sees it: one reading (``snapshot``, else a fresh one) and the
     cached CPU calibration, with typed sizes (``vram`` per GPU, ``ram``) laid over it.
 
     The calibration is measured once (a second or two) and cached for a month; reading it here
-    makes the predicted tokens/s this machine's, not a typical machine's. One calibration serves
+    makes the predicted tokens/s this machine's, not a typical machine's. ``rates`` are what
+    llama.cpp itself reaches here (``run.calibrate``: a few seconds' bench of the demo model,
+    once per machine fingerprint). Generation threads default to one per physical core, prompt
+    threads to every logical core; ``threads`` sets both. One calibration serves
     every thread count (bandwidth(n) derives fewer threads), so two callers never re-measure.
     """
     snap = snapshot if snapshot is not None else sample_machine()
     cal = calibration if calibration is not None else speed.load_or_measure_cpu()
-    return _budget_of(snap, calibration=cal, threads=threads, vram=vram, ram=ram, gpu_name=gpu_name)
+    if rates is None:
+        from rigdeck.core.models.run.calibrate import load_or_calibrate
+
+        rates = load_or_calibrate(numpy=cal)
+    return _budget_of(
+        snap,
+        calibration=cal,
+        threads=threads,
+        threads_batch=threads_batch,
+        rates=rates,
+        vram=vram,
+        ram=ram,
+        gpu_name=gpu_name,
+    )
 
 
 def model_info(path: str | os.PathLike[str]) -> ModelInfo:
@@ -202,13 +221,15 @@ def plan_launch(
     *,
     model: ModelInfo | None = None,
     seed: int | None = None,
+    history: RunHistory | None = None,
 ) -> Launch:
     """Fit the model at ``path`` to ``budget`` and the plan that loads it that way.
 
     The plan is built even when the placement does not fit: the caller decides whether to say
-    no or to try anyway. It loads with the threads the speed was predicted for.
+    no or to try anyway. It loads with the threads the speed was predicted for. With
+    ``history`` the predicted speeds learn from earlier runs of the same model and settings here.
     """
-    return fit_and_plan(path, settings, budget, model=model, seed=seed)
+    return fit_and_plan(path, settings, budget, model=model, seed=seed, history=history)
 
 
 def fit_on_offer(

@@ -24,6 +24,16 @@ from tests.support.gguf_factory import write_model
 
 # The same figures on every machine, so predicted tok/s in snapshots never move.
 CALIBRATION = {"bandwidth_1t": 12e9, "bandwidth_all": 40e9, "sgemm_flops": 2e11}
+# llama.cpp's per-thread rates as the demo bench would have measured them (run/calibrate.py).
+LLAMA_RATES = {
+    "decode_bytes_per_thread_s": 10e9,
+    "memory_bandwidth": 40e9,
+    "prompt_flops_per_thread": 30e9,
+    "repacked_prompt_flops_per_thread": 100e9,
+    "physical_cores": 4,
+    "logical_cores": 8,
+    "source": "llama.cpp",
+}
 GiB = 1 << 30
 
 
@@ -32,9 +42,24 @@ def roomy_gpu_box() -> Snapshot:
     return gpu_box(vram_used=1_000_000_000)
 
 
+def write_calibrations(folder: Path) -> None:
+    """Fixed numpy and llama.cpp calibrations in a cache folder (``XDG_CACHE_HOME/rigdeck``),
+    so no test measures this machine and predicted tok/s never move."""
+    from rigdeck.core.machine import fingerprint
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "cpu_calibration.json").write_text(
+        json.dumps(
+            {**CALIBRATION, "threads": max(1, os.cpu_count() or 1), "measured_at": time.time()}
+        )
+    )
+    rates = {fingerprint().key: {"measured_at": time.time(), "rates": LLAMA_RATES}}
+    (folder / "llama_calibration.json").write_text(json.dumps(rates))
+
+
 def isolate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Point home, the HF cache and the CPU calibration cache at ``tmp_path``; returns the HF
-    cache folder (``HF_HOME/hub``)."""
+    """Point home, the HF cache and the CPU calibration caches (numpy's and llama.cpp's) at
+    ``tmp_path``, holding fixed figures; returns the HF cache folder (``HF_HOME/hub``)."""
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     monkeypatch.setenv("HOME", str(home))
@@ -42,13 +67,7 @@ def isolate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     for var in ("HF_HUB_CACHE", "HF_ENDPOINT", "HF_TOKEN", "OLLAMA_MODELS"):
         monkeypatch.delenv(var, raising=False)
-    calibration = tmp_path / "cache" / "rigdeck" / "cpu_calibration.json"
-    calibration.parent.mkdir(parents=True, exist_ok=True)
-    calibration.write_text(
-        json.dumps(
-            {**CALIBRATION, "threads": max(1, os.cpu_count() or 1), "measured_at": time.time()}
-        )
-    )
+    write_calibrations(tmp_path / "cache" / "rigdeck")
     return tmp_path / "hf" / "hub"
 
 

@@ -27,7 +27,7 @@ from rigdeck.core.models.browser import Controls, FittedRow, HubSearch, ModelRow
 from rigdeck.core.models.fit.budget import HardwareBudget, machine_budget
 from rigdeck.core.models.fit.placement import Placement
 from rigdeck.core.models.fit.settings import RunSettings, build_run_settings
-from rigdeck.core.models.fit.speed import CpuCalibration
+from rigdeck.core.models.fit.speed import CpuCalibration, CpuRates
 from rigdeck.core.models.run.history import RunRecord
 from rigdeck.core.models.sources.hub import Cancelled, DownloadProgress, Hub
 from rigdeck.core.telemetry.snapshot import Snapshot
@@ -51,6 +51,16 @@ def _default_calibration() -> CpuCalibration | None:
         return load_or_measure_cpu()
     except (OSError, MemoryError):
         return None  # the fit falls back to a typical CPU
+
+
+def _default_rates(calibration: CpuCalibration | None) -> CpuRates | None:
+    """What llama.cpp reaches on this CPU: cached per machine, else a few seconds' demo bench."""
+    from rigdeck.core.models.run.calibrate import load_or_calibrate
+
+    try:
+        return load_or_calibrate(numpy=calibration)
+    except (OSError, MemoryError, RigdeckError):
+        return None  # the fit falls back to numpy's figures
 
 
 def _llama_available() -> bool:
@@ -171,6 +181,7 @@ class ModelsPane(Vertical):
             self,
             rows: list[ModelRow],
             calibration: CpuCalibration | None,
+            rates: CpuRates | None,
             runs: dict[str, list[RunRecord]],
             llama: bool,
             error: str | None,
@@ -178,6 +189,7 @@ class ModelsPane(Vertical):
             super().__init__()
             self.rows = rows
             self.calibration = calibration
+            self.rates = rates
             self.runs = runs
             self.llama = llama
             self.error = error
@@ -237,6 +249,7 @@ class ModelsPane(Vertical):
         self.controls = Controls()
         self.snapshot: Snapshot | None = None
         self.calibration: CpuCalibration | None = None
+        self.rates: CpuRates | None = None
         self.local_rows: list[ModelRow] = []
         self.hub_rows: list[ModelRow] = []
         self.fitted: dict[str, FittedRow] = {}
@@ -294,7 +307,7 @@ class ModelsPane(Vertical):
     def _update_budget(self, *, force: bool = False) -> None:
         if self.snapshot is None or not self.scanned:
             return
-        budget = machine_budget(self.snapshot, calibration=self.calibration)
+        budget = machine_budget(self.snapshot, calibration=self.calibration, rates=self.rates)
         self._budget = budget
         self.query_one("#models-budget", Static).update(
             Content(words.budget_line(budget)), layout=False
@@ -312,6 +325,7 @@ class ModelsPane(Vertical):
         from rigdeck.core.models.sources.local import discover
 
         calibration = self.calibration or self._calibrate()
+        rates = self.rates or _default_rates(calibration)
         error = None
         try:
             models = discover(self._dirs or ())
@@ -322,11 +336,12 @@ class ModelsPane(Vertical):
             runs = browser.runs_by_path(RunHistory(self._history_path).latest_runs())
         except RigdeckError:
             runs = {}  # no history yet, or unreadable: rows simply show no measurement
-        self.post_message(self.ScanDone(rows, calibration, runs, _llama_available(), error))
+        self.post_message(self.ScanDone(rows, calibration, rates, runs, _llama_available(), error))
 
     def on_models_pane_scan_done(self, message: ScanDone) -> None:
         self.local_rows = message.rows
         self.calibration = message.calibration
+        self.rates = message.rates
         self.runs = message.runs
         self.llama_available = message.llama
         self._scan_error = message.error

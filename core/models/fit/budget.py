@@ -34,12 +34,21 @@ class HardwareBudget:
     ram_total_bytes: int
     ram_available_bytes: int
     cpu_threads: int
+    """Threads generation uses (llama.cpp's default: one per physical core)."""
     cpu_bandwidth_bytes_per_s: float | None = None
     """Read bandwidth with `cpu_threads` threads (speed.measure_cpu); None: a typical guess."""
     cpu_flops: float | None = None
     """llama.cpp prompt FLOP/s on the CPU (CpuCalibration.prompt_flops()); None: a guess."""
     cpu_repack_types: frozenset[str] = DEFAULT_CPU_REPACK_TYPES
     name: str = "this machine"
+    cpu_threads_batch: int | None = None
+    """Threads prompt batches use; None: ``cpu_threads``."""
+    cpu_rates: speed.CpuRates | None = None
+    """This machine's calibrated per-thread CPU rates; None: the bandwidth/FLOPs guess above."""
+
+    @property
+    def batch_threads(self) -> int:
+        return self.cpu_threads_batch or self.cpu_threads
 
     @classmethod
     def hypothetical(
@@ -75,9 +84,21 @@ class HardwareBudget:
         )
 
 
-def default_threads(logical_cores: int | None = None) -> int:
-    """llama-cpp-python's own default: half the logical cores (one per physical core, mostly)."""
-    return max(1, (logical_cores or os.cpu_count() or 2) // 2)
+def default_threads(physical_cores: int | None = None) -> int:
+    """llama.cpp's own default for generation: one thread per physical core.
+
+    Decoding is bound by memory and by each core's dot products; a second thread on the same
+    core (SMT) only competes for both. llama-cpp-python's "half the logical cores" rule agrees
+    on desktops with SMT, and gives half the speed on VMs and cloud instances without it.
+    """
+    import psutil
+
+    return max(1, physical_cores or psutil.cpu_count(logical=False) or os.cpu_count() or 1)
+
+
+def default_batch_threads(logical_cores: int | None = None) -> int:
+    """Prompt batches are compute-bound matmuls: every logical core helps."""
+    return max(1, logical_cores or os.cpu_count() or 1)
 
 
 def budget_from_snapshot(
@@ -85,13 +106,22 @@ def budget_from_snapshot(
     *,
     calibration: speed.CpuCalibration | None = None,
     threads: int | None = None,
+    threads_batch: int | None = None,
+    rates: speed.CpuRates | None = None,
 ) -> HardwareBudget:
     """This machine as the fit sees it: free VRAM per GPU, available RAM, CPU speed.
 
+    ``threads`` (a user's choice) sets both thread counts unless ``threads_batch`` is given;
+    without either, generation gets one per physical core and prompts every logical core.
     A GPU without a memory reading (lost, or NVML refused) is left out: a fit cannot place
     layers on memory it cannot see.
     """
-    n_threads = threads or default_threads(snap.cpu.logical_cores)
+    n_threads = threads or default_threads(snap.cpu.physical_cores)
+    n_batch = threads_batch or threads or default_batch_threads(snap.cpu.logical_cores)
+    if rates is not None and snap.cpu.logical_cores:
+        # Per-thread rates travel; how many cores there are to run threads on is this reading's.
+        physical = snap.cpu.physical_cores or snap.cpu.logical_cores
+        rates = replace(rates, physical_cores=physical, logical_cores=snap.cpu.logical_cores)
     gpus = []
     for g in snap.gpus:
         if g.lost or g.memory_total is None or g.memory_free is None:
@@ -115,6 +145,8 @@ def budget_from_snapshot(
         cpu_bandwidth_bytes_per_s=calibration.bandwidth(n_threads) if calibration else None,
         cpu_flops=calibration.prompt_flops() if calibration else None,
         name=snap.hostname or "this machine",
+        cpu_threads_batch=n_batch,
+        cpu_rates=rates,
     )
 
 
@@ -166,6 +198,8 @@ def machine_budget(
     *,
     calibration: speed.CpuCalibration | None = None,
     threads: int | None = None,
+    threads_batch: int | None = None,
+    rates: speed.CpuRates | None = None,
     vram: Sequence[int] | None = None,
     ram: int | None = None,
     gpu_name: str | None = None,
@@ -175,7 +209,9 @@ def machine_budget(
     The one budget every face fits against: `rigdeck fit`, `run`, `serve`, `bench`, the models
     pane and the chat pane, so the same reading and the same flags give the same placement.
     """
-    base = budget_from_snapshot(snap, calibration=calibration, threads=threads)
+    base = budget_from_snapshot(
+        snap, calibration=calibration, threads=threads, threads_batch=threads_batch, rates=rates
+    )
     return with_sizes(base, vram=vram, ram=ram, gpu_name=gpu_name)
 
 

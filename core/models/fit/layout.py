@@ -314,6 +314,7 @@ def lay_out(
         gpu_layers=n_gpu_layers,
         cpu_moe=n_cpu_moe,
         n_threads=s.n_threads or budget.cpu_threads,
+        n_threads_batch=s.n_threads_batch or s.n_threads or budget.batch_threads,
     )
     placement = Placement(
         fits=fits,
@@ -435,6 +436,36 @@ def _gpu_rates(g: GpuBudget) -> tuple[float, float]:
     return bandwidth, peak * speed.GPU_PROMPT_EFFICIENCY
 
 
+def cpu_work(model: ModelInfo) -> tuple[float, int, float]:
+    """(bytes read per decoded token, blocks, FLOPs per prompt token) of a model all on the CPU.
+
+    The same counts ``lay_out`` makes per device, for calibrating against a measured run.
+    """
+    bytes_per_param = model.tensor_bytes / model.n_params if model.n_params else 1.0
+    used_frac = model.n_expert_used / model.n_expert if model.n_expert else 1.0
+    decode = 0.0
+    flops = 0.0
+    for layer in model.layers:
+        dense = layer.attention_bytes + layer.ffn_bytes
+        active = layer.expert_bytes * used_frac
+        decode += dense + (active / speed.CPU_MOE_EFFICIENCY if layer.expert_bytes else 0.0)
+        cost = 2 * (dense + active) / bytes_per_param
+        if layer.expert_bytes:
+            cost /= speed.MOE_PROMPT_EFFICIENCY
+        if model.is_mla:
+            cost /= speed.MLA_PROMPT_EFFICIENCY
+        flops += cost
+    decode += model.output_bytes + model.output_extra_bytes
+    flops += 2 * model.output_bytes / bytes_per_param
+    return decode, len(model.layers), flops
+
+
+def repacked_on_cpu(model: ModelInfo, repack_types: frozenset[str]) -> bool:
+    """Whether the model's main weight type (Q4_K of a Q4_K_M) is one llama.cpp repacks."""
+    quant = model.quant.upper()
+    return any(quant == t or quant.startswith(t + "_") for t in repack_types)
+
+
 def _speeds(
     model: ModelInfo,
     budget: HardwareBudget,
@@ -445,6 +476,7 @@ def _speeds(
     where: Sequence[int | None],
 ) -> tuple[float, float]:
     threads = run.settings.n_threads or budget.cpu_threads
+    threads_batch = run.settings.n_threads_batch or run.settings.n_threads or budget.batch_threads
     cpu_bw = budget.cpu_bandwidth_bytes_per_s or speed.DEFAULT_CPU_BW
     cpu_flops = budget.cpu_flops or speed.cpu_prompt_flops(threads, None)
     works = []
@@ -471,6 +503,9 @@ def _speeds(
         cpu_flops,
         threads,
         efficiency=speed.cpu_row_efficiency(model.n_embd),
+        rates=budget.cpu_rates,
+        threads_batch=threads_batch,
+        repacked=repacked_on_cpu(model, budget.cpu_repack_types),
     )
     decode = speed.decode_tps([*works, cpu_work])
     pcie = 0.0

@@ -66,6 +66,8 @@ class RunSettings:
     use_mmap: bool = True
     n_threads: int | None = None
     """CPU threads for generation; None: the budget's thread count."""
+    n_threads_batch: int | None = None
+    """CPU threads for prompt batches; None: ``n_threads`` when set, else the budget's."""
     gpu_margin_bytes: int = 512 * MiB
     """Left free on each GPU for other programs and allocator slack."""
     ram_margin_bytes: int = 512 * MiB
@@ -86,8 +88,10 @@ class RunSettings:
             raise FitError(f"gpu_layers must be 0 or more, not {self.gpu_layers}")
         if self.cpu_moe is not None and self.cpu_moe < 0:
             raise FitError(f"cpu_moe must be 0 or more, not {self.cpu_moe}")
-        if self.n_threads is not None and self.n_threads < 1:
-            raise FitError(f"threads must be at least 1, not {self.n_threads}")
+        for name in ("n_threads", "n_threads_batch"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise FitError(f"threads must be at least 1, not {value}")
 
     @property
     def flash(self) -> FlashAttn:
@@ -118,6 +122,10 @@ class ModelsConfig(Protocol):
     def kv_type(self) -> str: ...
     @property
     def flash_attn(self) -> str: ...
+    @property
+    def threads(self) -> int: ...
+    @property
+    def threads_batch(self) -> int: ...
 
 
 def parse_kv(text: str) -> KvChoice:
@@ -153,12 +161,16 @@ def build_run_settings(
     flash: str | bool | None = None,
     gpu_layers: int | None = None,
     threads: int | None = None,
+    threads_batch: int | None = None,
 ) -> RunSettings:
     """The one way to make RunSettings: what a face asked for over the [models] config.
 
     ``ctx``, ``kv`` and ``flash`` are a flag's or a pane control's value; None falls back to
     ``config`` (context, kv_type, flash_attn), then to the defaults (4096, f16, auto). ``flash``
-    may be a bool (``--flash-attn`` / ``--no-flash-attn``). One KV type names both caches; with
+    may be a bool (``--flash-attn`` / ``--no-flash-attn``). ``threads`` (``--threads``) sets the
+    generation and prompt threads both, as llama-bench's -t does; without it the config's
+    ``threads``/``threads_batch`` apply, and 0 there leaves the budget's (llama.cpp's) choice.
+    One KV type names both caches; with
     flash attention off a quantized type keeps V at f16 (see ``RunSettings.v_fallback``).
     """
     n_ctx = ctx if ctx is not None else (config.context if config is not None else 4096)
@@ -167,6 +179,9 @@ def build_run_settings(
         flash = config.flash_attn
     flash_attn = _FLASH_BOOL[parse_flash(flash)]
     type_v: KvChoice = "f16" if flash_attn is False else kv_type
+    if threads is None and config is not None:
+        threads = config.threads or None
+        threads_batch = threads_batch or config.threads_batch or None
     return RunSettings(
         n_ctx=n_ctx,
         type_k=kv_type,
@@ -174,4 +189,5 @@ def build_run_settings(
         flash_attn=flash_attn,
         gpu_layers=gpu_layers,
         n_threads=threads,
+        n_threads_batch=threads_batch or threads,
     )

@@ -244,6 +244,11 @@ class DeviceWork:
     """Fixed extra seconds per token (e.g. MLA's extra kernels)."""
     efficiency: float = 1.0
     """Shape-dependent share of the device's usual streaming rate (see cpu_row_efficiency)."""
+    rates: CpuRates | None = None
+    """A CPU calibrated against llama.cpp: its rates replace bandwidth, flops and efficiency."""
+    threads_batch: int = 1
+    repacked: bool = False
+    """The model's main weight type is one llama.cpp repacks for CPU matmuls."""
 
 
 def decode_seconds(work: DeviceWork) -> float:
@@ -253,6 +258,11 @@ def decode_seconds(work: DeviceWork) -> float:
         return (
             work.decode_bytes / (work.bandwidth * GPU_BW_EFFICIENCY)
             + work.layers * GPU_LAYER_OVERHEAD_S
+            + work.extra_decode_s
+        )
+    if work.rates is not None:
+        return (
+            work.rates.decode_seconds(work.decode_bytes, work.layers, work.threads)
             + work.extra_decode_s
         )
     per_layer = CPU_LAYER_OVERHEAD_S + CPU_THREAD_SYNC_S * math.log2(max(work.threads, 1))
@@ -274,9 +284,17 @@ def decode_tps(works: Sequence[DeviceWork]) -> float:
 
 def prompt_tps(works: Sequence[DeviceWork], *, pcie_bytes_per_token: float = 0.0) -> float:
     """Prompt tokens/s: compute on each device plus CPU weights copied to a GPU per batch."""
-    seconds = sum(w.prompt_flops / w.flops for w in works if w.prompt_flops > 0 and w.flops > 0)
+    seconds = sum(_prompt_seconds(w) for w in works if w.prompt_flops > 0)
     seconds += pcie_bytes_per_token / PCIE_BYTES_PER_S
     return 1.0 / seconds if seconds > 0 else 0.0
+
+
+def _prompt_seconds(work: DeviceWork) -> float:
+    if work.rates is not None:
+        return work.rates.prompt_seconds(
+            work.prompt_flops, work.threads_batch, repacked=work.repacked
+        )
+    return work.prompt_flops / work.flops if work.flops > 0 else 0.0
 
 
 def cpu_prompt_flops(threads: int, sgemm_flops: float | None) -> float:
@@ -284,3 +302,122 @@ def cpu_prompt_flops(threads: int, sgemm_flops: float | None) -> float:
     if sgemm_flops:
         return sgemm_flops * CPU_PROMPT_FLOPS_PER_SGEMM
     return DEFAULT_CPU_SGEMM / 2 * max(threads, 1) * CPU_PROMPT_FLOPS_PER_SGEMM
+
+
+# --------------------------------------------------------------------------------------------
+# A CPU calibrated against llama.cpp itself (the rates come from core/models/run/calibrate.py)
+
+# A thread on a core's second hardware thread (SMT) adds about this share of a core.
+SMT_THREAD_SHARE = 0.25
+# Per block and token, the small ops around the matmuls (norms, rope, attention over a short
+# cache, activation quantization, one barrier per op) cost about as much as streaming this many
+# weight bytes: nothing for an 8B model, a third of a token's time for a 135M one.
+CPU_LAYER_OVERHEAD_BYTES = 1.25e6
+
+
+@dataclass(frozen=True)
+class CpuRates:
+    """What llama.cpp's CPU kernels reach on one machine, per thread where threads share work.
+
+    A CPU decode is neither purely bandwidth- nor compute-bound on few cores: each token's
+    weights pass through the cores' dot products (``decode_bytes_per_thread_s`` each) and through
+    the memory bus (``memory_bandwidth``, shared), and the two times add. Prompt batches are
+    matmuls: FLOPs over threads, at the rate of llama.cpp's repacked GEMM kernels for the weight
+    types it repacks and at the plain dot-product rate for the others.
+    """
+
+    decode_bytes_per_thread_s: float
+    memory_bandwidth: float
+    prompt_flops_per_thread: float
+    """Weight types llama.cpp does not repack (Q4_1, Q5_K, Q6_K, Q8_0, ...)."""
+    repacked_prompt_flops_per_thread: float
+    """Repacked types (Q4_0, Q4_K, IQ4_NL, MXFP4 on x86 and Arm)."""
+    physical_cores: int
+    logical_cores: int
+    source: str = "llama.cpp"
+    """'llama.cpp' (measured with the demo model), 'numpy' (estimated from numpy's figures)."""
+
+    def threads(self, n: int) -> float:
+        """Cores' worth of work ``n`` threads do: SMT siblings add little, oversubscribing none."""
+        n = max(n, 1)
+        cores = min(n, self.physical_cores)
+        siblings = max(0, min(n, self.logical_cores) - self.physical_cores)
+        return cores + SMT_THREAD_SHARE * siblings
+
+    def decode_seconds(self, decode_bytes: float, layers: int, threads: int) -> float:
+        if decode_bytes <= 0 and layers == 0:
+            return 0.0
+        compute = decode_bytes + layers * CPU_LAYER_OVERHEAD_BYTES
+        return compute / (self.threads(threads) * self.decode_bytes_per_thread_s) + (
+            decode_bytes / self.memory_bandwidth
+        )
+
+    def prompt_seconds(self, flops: float, threads: int, *, repacked: bool) -> float:
+        """Seconds per prompt token for ``flops`` FLOPs of it on the CPU."""
+        if flops <= 0:
+            return 0.0
+        rate = self.repacked_prompt_flops_per_thread if repacked else self.prompt_flops_per_thread
+        return flops / (self.threads(threads) * rate)
+
+
+def rates_from_bench(
+    *,
+    decode_bytes: float,
+    layers: int,
+    prompt_flops: float,
+    repacked: bool,
+    decode_tps: float,
+    prompt_tps: float,
+    threads: int,
+    threads_batch: int,
+    numpy: CpuCalibration,
+    physical_cores: int,
+    logical_cores: int,
+) -> CpuRates:
+    """The rates that reproduce a measured bench of one model (the demo) on this machine.
+
+    ``decode_bytes``, ``layers`` and ``prompt_flops`` are that model's figures as the fit counts
+    them; the memory bandwidth is numpy's all-thread read. The prompt rate of the class of weight
+    types the model is not in comes from numpy's float32 matmul, which llama.cpp's repacked
+    kernels match, scaled by the measured ratio when the model is in that class.
+    """
+    probe = CpuRates(1.0, numpy.bandwidth_all, 1.0, 1.0, physical_cores, logical_cores)
+    per_token = 1.0 / decode_tps
+    memory = decode_bytes / numpy.bandwidth_all
+    # A machine whose dot products outrun its memory still spends some time computing.
+    compute_s = max(per_token - memory, 0.25 * per_token)
+    decode_rate = (decode_bytes + layers * CPU_LAYER_OVERHEAD_BYTES) / (
+        probe.threads(threads) * compute_s
+    )
+    measured = prompt_flops * prompt_tps / probe.threads(threads_batch)
+    sgemm = numpy.sgemm_flops / max(numpy.threads, 1) * CPU_PROMPT_FLOPS_PER_SGEMM
+    repacked_rate = measured if repacked else max(sgemm, measured)
+    plain_rate = measured if not repacked else min(measured, sgemm * PLAIN_PROMPT_SHARE)
+    return CpuRates(
+        decode_rate,
+        numpy.bandwidth_all,
+        plain_rate,
+        repacked_rate,
+        physical_cores,
+        logical_cores,
+    )
+
+
+# Without a llama.cpp measurement: dot products stream about this share of one thread's numpy
+# read, and plain (not repacked) prompt kernels reach about this share of numpy's matmul.
+NUMPY_DECODE_SHARE = 0.8
+PLAIN_PROMPT_SHARE = 0.3
+
+
+def rates_from_numpy(cal: CpuCalibration, physical_cores: int, logical_cores: int) -> CpuRates:
+    """A first guess at the rates from numpy's figures alone (no llama.cpp or no demo model)."""
+    sgemm = cal.sgemm_flops / max(cal.threads, 1) * CPU_PROMPT_FLOPS_PER_SGEMM
+    return CpuRates(
+        cal.bandwidth_1t * NUMPY_DECODE_SHARE,
+        cal.bandwidth_all,
+        sgemm * PLAIN_PROMPT_SHARE,
+        sgemm,
+        physical_cores,
+        logical_cores,
+        source="numpy",
+    )

@@ -31,8 +31,8 @@ def fit_here(
     """Read the header and fit the model to this machine; blocking (reads the file).
 
     The same path as `rigdeck run`: the [models] config through the one settings builder, the
-    budget from this reading and the cached calibration, the fit and the plan (which loads with
-    the threads the speed was predicted for). Without a machine reading yet there is no budget
+    budget from this reading and the cached calibrations (numpy's, llama.cpp's), the fit and
+    the plan (which loads with the threads the speed was predicted for). Without a machine reading yet there is no budget
     to fit against: the plan loads the model on the CPU with the configured context and no
     prediction (``placement`` None).
     """
@@ -42,7 +42,10 @@ def fit_here(
     info = read_model_info(path)
     if snapshot is None:
         return FittedPlan(RunPlan(str(path), n_ctx=settings.n_ctx), None)
-    budget = machine_budget(snapshot, calibration=load_or_measure_cpu())
+    from rigdeck.core.models.run.calibrate import load_or_calibrate
+
+    cal = load_or_measure_cpu()
+    budget = machine_budget(snapshot, calibration=cal, rates=load_or_calibrate(numpy=cal))
     fitted = fit_and_plan(path, settings, budget, model=info)
     return FittedPlan(fitted.plan, fitted.placement)
 

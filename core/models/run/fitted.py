@@ -12,12 +12,15 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from rigdeck.core.machine import fingerprint
 from rigdeck.core.models.fit.budget import HardwareBudget
 from rigdeck.core.models.fit.engine import fit
 from rigdeck.core.models.fit.placement import Placement
 from rigdeck.core.models.fit.settings import RunSettings
 from rigdeck.core.models.format.model_info import ModelInfo
 from rigdeck.core.models.format.model_reader import read_model_info
+from rigdeck.core.models.run.history import RunHistory
+from rigdeck.core.models.run.learned import learned_speeds, with_learned
 from rigdeck.core.models.run.plan import RunPlan, plan_from_placement
 
 
@@ -44,11 +47,14 @@ def fit_and_plan(
     *,
     model: ModelInfo | None = None,
     seed: int | None = None,
+    history: RunHistory | None = None,
 ) -> FittedModel:
     """Fit the model at ``path`` (``model``: its header, already read) and plan it that way.
 
     The plan is built even when the placement does not fit: the caller decides whether to say
-    no or to try anyway. It loads with the threads the fit predicted the speed for.
+    no or to try anyway. It loads with the threads the fit predicted the speed for. With
+    ``history``, the predicted speeds (plan and placement) move toward what earlier runs of the
+    same model and settings measured on this machine.
     """
     file = Path(path)
     info = model if model is not None else read_model_info(file)
@@ -56,4 +62,11 @@ def fit_and_plan(
     plan = plan_from_placement(file, placement)
     if seed is not None:
         plan = replace(plan, seed=seed)
+    if history is not None:
+        plan = with_learned(plan, learned_speeds(history, plan, fingerprint().key))
+        placement = replace(
+            placement,
+            prompt_tps=plan.predicted_prompt_tps or placement.prompt_tps,
+            decode_tps=plan.predicted_decode_tps or placement.decode_tps,
+        )
     return FittedModel(file, info, budget, settings, placement, plan)

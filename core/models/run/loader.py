@@ -65,10 +65,12 @@ def _llama_kwargs(plan: RunPlan) -> dict[str, Any]:
         kwargs["tensor_split"] = list(plan.tensor_split)
     if plan.seed is not None:
         kwargs["seed"] = plan.seed
+    # Both always explicit when known: llama-cpp-python's own default is half the logical
+    # cores for generation, not what the fit predicted the speed for.
     if plan.n_threads is not None:
-        # llama-bench's -t sets both; a plan's thread count means both too.
         kwargs["n_threads"] = plan.n_threads
-        kwargs["n_threads_batch"] = plan.n_threads
+    if plan.batch_threads is not None:
+        kwargs["n_threads_batch"] = plan.batch_threads
     return kwargs
 
 

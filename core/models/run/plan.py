@@ -32,13 +32,14 @@ Role = Literal["system", "user", "assistant"]
 class RunPlan:
     """How to load a model: the placement the fit code chose, plus what it predicted.
 
-    ``gpu_layers``: layers offloaded to the GPU, -1 for all. ``n_threads``: None lets
-    llama-cpp-python choose. ``seed``: None for a random seed. ``n_cpu_moe``: the routed experts
-    of the first N blocks stay in host memory (llama.cpp's --n-cpu-moe). ``tensor_split``: per-GPU
-    proportions of the offloaded layers (empty: llama.cpp's own split). ``swa_full``: a full-size
-    cache for sliding-window layers; False (llama.cpp's tools' default, and what the fit assumes)
-    although llama-cpp-python would default to True. The ``predicted_*`` figures are optional and
-    only travel to the run history, next to what was measured.
+    ``gpu_layers``: layers offloaded to the GPU, -1 for all. ``n_threads``: generation threads,
+    None lets llama-cpp-python choose; ``n_threads_batch``: prompt threads, None: ``n_threads``.
+    ``seed``: None for a random seed. ``n_cpu_moe``: the routed experts of the first N blocks
+    stay in host memory (llama.cpp's --n-cpu-moe). ``tensor_split``: per-GPU proportions of the
+    offloaded layers (empty: llama.cpp's own split). ``swa_full``: a full-size cache for
+    sliding-window layers; False (llama.cpp's tools' default, and what the fit assumes) although
+    llama-cpp-python would default to True. The ``predicted_*`` figures are optional and only
+    travel to the run history, next to what was measured.
     """
 
     model_path: str
@@ -48,6 +49,7 @@ class RunPlan:
     type_v: KvChoice = "f16"
     flash_attn: bool = False
     n_threads: int | None = None
+    n_threads_batch: int | None = None
     n_batch: int = 512
     n_ubatch: int = 512
     seed: int | None = None
@@ -74,8 +76,10 @@ class RunPlan:
         for name in ("n_ctx", "n_batch", "n_ubatch"):
             if getattr(self, name) < 1:
                 raise RunError(f"{name} must be at least 1, not {getattr(self, name)}")
-        if self.n_threads is not None and self.n_threads < 1:
-            raise RunError(f"n_threads must be at least 1, not {self.n_threads}")
+        for name in ("n_threads", "n_threads_batch"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise RunError(f"{name} must be at least 1, not {value}")
         if self.n_cpu_moe < 0:
             raise RunError(f"n_cpu_moe must be 0 or more, not {self.n_cpu_moe}")
         split = tuple(float(x) for x in self.tensor_split)
@@ -95,12 +99,18 @@ class RunPlan:
             "type_v": self.type_v,
             "flash_attn": self.flash_attn,
             "n_threads": self.n_threads,
+            "n_threads_batch": self.batch_threads,
             "n_batch": self.n_batch,
             "n_ubatch": self.n_ubatch,
             "n_cpu_moe": self.n_cpu_moe,
             "tensor_split": list(self.tensor_split),
             "swa_full": self.swa_full,
         }
+
+    @property
+    def batch_threads(self) -> int | None:
+        """Threads prompt batches load with (``n_threads`` when not set apart)."""
+        return self.n_threads_batch or self.n_threads
 
     def without_predictions(self) -> RunPlan:
         return replace(
@@ -259,6 +269,7 @@ def plan_from_placement(
         type_v=s.type_v,  # type: ignore[arg-type]
         flash_attn=flash,
         n_threads=threads or s.n_threads,
+        n_threads_batch=threads or s.n_threads_batch or s.n_threads,
         n_batch=s.n_batch,
         n_ubatch=s.n_ubatch,
         n_cpu_moe=placement.n_cpu_moe,

@@ -98,7 +98,9 @@ def server_command(
         str(port),
     ]
     if plan.n_threads is not None:
-        command += ["--n_threads", str(plan.n_threads), "--n_threads_batch", str(plan.n_threads)]
+        command += ["--n_threads", str(plan.n_threads)]
+    if plan.batch_threads is not None:
+        command += ["--n_threads_batch", str(plan.batch_threads)]
     if plan.seed is not None:
         command += ["--seed", str(plan.seed)]
     if plan.tensor_split:
