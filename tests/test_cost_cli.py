@@ -315,3 +315,15 @@ def test_run_records_its_energy_beside_the_run(capsys, tmp_path):
     assert energy["kind"] == "run" and energy["ref"] == str(data["run_id"])
     stored = EnergyLog().for_ref("run", data["run_id"])
     assert stored is not None and stored.kwh == pytest.approx(energy["kwh"]["value"])
+
+
+def test_cost_job_of_an_unmetered_local_job_costs_its_run_time_and_says_so(capsys, tmp_path, sim):
+    seed_bench(0.5)
+    spec = write_spec(tmp_path)
+    job = finished_local_job(spec, 1800.0)
+    config = write_config(tmp_path, api_url=sim.url)
+    data = as_json(capsys, config, "cost", "job", job.id)
+    actual = data["actual"]
+    assert actual["seconds"]["value"] == pytest.approx(1800.0)
+    assert actual["usd"]["value"] > 0 and actual["kwh"] is None
+    assert "not metered" in actual["usd"]["note"]

@@ -303,13 +303,13 @@ def job_report(
     spec = load_spec(spec_path)
     session = open_session(settings, simulate=simulate, provider=provider)
     now = _now()
+    rate = local_rate_now(settings.economics)
     actual = (
-        actual_cost(job, energy=EnergyLog(), ledger=session.ledger, now=now)
+        actual_cost(job, energy=EnergyLog(), ledger=session.ledger, now=now, rate=rate)
         if job is not None
         else None
     )
     offer = _pick_offer(session.provider, spec, offer_id)
-    rate = local_rate_now(settings.economics)
     runs = finished_runs(jobs, spec.path, session.ledger)
     disk = spec.disk_gb or settings.cloud.disk_gb
     comparison = compare_spec(

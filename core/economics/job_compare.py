@@ -141,16 +141,38 @@ class ActualCost:
 
 
 def actual_cost(
-    job: Job, *, energy: EnergyLog, ledger: LedgerReads | None, now: datetime
+    job: Job,
+    *,
+    energy: EnergyLog,
+    ledger: LedgerReads | None,
+    now: datetime,
+    rate: LocalRate | None = None,
 ) -> ActualCost:
-    """A job's recorded cost: its metered energy here, or its instance's ledger $ there."""
+    """A job's recorded cost: its metered energy here, or its instance's ledger $ there.
+
+    A local job with no metered energy is costed at ``rate`` (this machine's $/h now) over its
+    wall time, and its note says so; without a rate that is an error.
+    """
     seconds = _seconds(job)
     if job.local:
         record = energy.for_ref("job", job.id)
         if record is None:
-            raise EconomicsError(
-                f"job {job.id} ran here but its energy was not metered; "
-                "run it again with `rigdeck cloud up --local` to measure it"
+            if rate is None or seconds is None or rate.usd_per_hour.value is None:
+                raise EconomicsError(
+                    f"job {job.id} ran here but its energy was not metered and its run time "
+                    "is unknown; nothing to cost it by"
+                )
+            per_hour = rate.usd_per_hour
+            cost = Figure(
+                per_hour.value * seconds / 3600.0,
+                per_hour.source,
+                per_hour.at,
+                None if per_hour.low is None else per_hour.low * seconds / 3600.0,
+                None if per_hour.high is None else per_hour.high * seconds / 3600.0,
+                note="not metered: its run time at this machine's rate now",
+            )
+            return ActualCost(
+                job.id, "here", Figure(seconds, "measured", job.ended_at), cost, rate.currency
             )
         return ActualCost(
             job.id,
