@@ -57,7 +57,8 @@ async def test_jobs_view_follows_the_log_charts_it_and_says_when_it_ended(tmp_pa
         view = panel.query_one(JobLogView)
         await until(pilot, lambda: panel.lists >= 1, what="jobs listed")
         table = panel.query_one(JobsTable)
-        assert table.has_focus and [j.id for j in table.jobs] == [job_id]
+        await until(pilot, lambda: table.has_focus, what="the jobs list focused")
+        assert [j.id for j in table.jobs] == [job_id]
         assert str(table.get_cell(job_id, "STATE")) == "running"
 
         await until(pilot, lambda: view.stream_state == "ended", timeout=30, what="ended")
