@@ -271,6 +271,67 @@ def real_cpu_load(
     )
 
 
+@dataclass
+class SpeedTally:
+    cases: int = 0
+    outside: int = 0
+
+    def add(self, predicted: float | None, measured: float | None) -> str:
+        self.cases += 1
+        if not predicted or not measured:
+            self.outside += 1
+            return "   n/a !"
+        ratio = predicted / measured
+        ok = 0.75 <= ratio <= 1.25
+        self.outside += 0 if ok else 1
+        return f"{100 * (ratio - 1):+5.0f}%{'' if ok else ' !'}"
+
+
+def speed_cases(tmp: Path, tally: SpeedTally) -> None:
+    """`rigdeck bench`'s own path: the fit's prediction for this machine (calibrated against
+    llama.cpp with the demo model, no history), then llama-bench-style pp/tg in the same run."""
+    from rigdeck.core.models import launch
+    from rigdeck.core.models.run.bench import measure
+    from rigdeck.core.models.run.loader import load_model
+
+    budget = launch.machine_budget()
+    rates = budget.cpu_rates
+    # Two cores shared with others: a load average over the core count skews any measurement.
+    print(f"\nload average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores before the cases")
+    print(
+        f"\nspeed: predicted vs measured, {budget.cpu_threads} generation / "
+        f"{budget.batch_threads} prompt threads; rates from {rates.source if rates else 'guess'}"
+        + (
+            f" ({rates.decode_bytes_per_thread_s / 1e9:.1f} GB/s per thread through the dot"
+            f" products, memory {rates.memory_bandwidth / 1e9:.1f} GB/s, prompt"
+            f" {rates.prompt_flops_per_thread / 1e9:.0f} / "
+            f"{rates.repacked_prompt_flops_per_thread / 1e9:.0f} GFLOP/s per thread plain /"
+            " repacked)"
+            if rates
+            else ""
+        )
+    )
+    cases = []
+    if DEMO.exists():
+        cases.append(("SmolLM2-135M Q4_1 (demo)", DEMO, 2048, 512, 128, 3))
+    cases.append(
+        ("llama-3.1-8b Q4_K_M (sparse)", write_model(tmp / "speed-8b.gguf", "llama-3.1-8b"),
+         1024, 128, 32, 3)
+    )  # fmt: skip
+    for label, path, ctx, n_prompt, n_gen, reps in cases:
+        planned = launch.plan_launch(path, launch.build_run_settings(ctx=ctx, flash="on"), budget)
+        with load_model(planned.plan) as model:
+            prompt, decode = measure(model, n_prompt=n_prompt, n_gen=n_gen, repetitions=reps)
+        # The fastest repetition: on a shared machine other processes only ever slow it down.
+        pp_m, tg_m = max(prompt), max(decode)
+        pp_p, tg_p = planned.plan.predicted_prompt_tps, planned.plan.predicted_decode_tps
+        print(
+            f"  {label:30} pp{n_prompt:<4} {pp_p or 0:8.1f} predicted / {pp_m:8.1f}"
+            f" measured tok/s {tally.add(pp_p, pp_m)};  tg{n_gen:<4} {tg_p or 0:7.2f} /"
+            f" {tg_m:7.2f} {tally.add(tg_p, tg_m)}"
+        )
+
+
 def gpu_loads(name: str, path: Path, budget: HardwareBudget, tally: Tally) -> None:
     """Real CUDA loads: everything offloaded, and the fit's choice for a GPU made smaller."""
     model = ModelInfo.from_header(read_gguf(path))
@@ -333,7 +394,17 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="two shapes at 4k")
     ap.add_argument("--no-real", action="store_true", help="skip real CPU loads")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument(
+        "--speed-only",
+        action="store_true",
+        help="only the predicted-vs-measured speed cases (demo pp512/tg128, 8B pp128/tg32)",
+    )
     args = ap.parse_args()
+    if args.speed_only:
+        speed_tally = SpeedTally()
+        speed_cases(Path(tempfile.mkdtemp(prefix="rigdeck-fit-bench-")), speed_tally)
+        print(f"\n{speed_tally.cases} speed cases; {speed_tally.outside} outside +-25%")
+        return 1 if speed_tally.outside else 0
     shapes = args.shapes.split(",")
     ctxs = [int(c) for c in args.ctx.split(",")]
     if args.quick:
@@ -371,6 +442,9 @@ def main() -> int:
         for name in small:
             if budget.ram_available_bytes > 3 * paths[name].stat().st_size:
                 real_cpu_load(name, paths[name], budget, args.threads, tally)
+        speed_tally = SpeedTally()
+        speed_cases(tmp, speed_tally)
+        print(f"  {speed_tally.cases} speed cases; {speed_tally.outside} outside +-25%")
 
     if gpu:
         print(
