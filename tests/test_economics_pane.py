@@ -269,8 +269,10 @@ async def test_compare_key_reruns_each_specs_comparison(tmp_path, sim, capsys):
     async with app.run_test(size=(160, 48)) as pilot:
         await settle(pilot)
         jobs = app.query_one("#econ-jobs", DataTable)
-        assert jobs.row_count == 1
-        assert "train.toml vs 1x" in jobs.get_row_at(0)[1]
+        rows = [jobs.get_row_at(i) for i in range(jobs.row_count)]
+        assert [r[1].split(" vs ")[0] for r in rows] == ["train.toml", "job train done"]
+        assert rows[0][1].startswith("train.toml vs 1x")  # compared just now: newest first
+        assert rows[1][2] == "15m 0s" and rows[1][3] == "not metered"
         await pilot.press("c")
         await settle(pilot)
         (key,) = ComparisonHistory().specs()

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from rigdeck.core.cloud.jobs.lifecycle import Job, JobStore
 from rigdeck.core.config import Settings
 from rigdeck.core.economics.budget_alerts import Budget, BudgetAlert, budget_alerts, budget_status
 from rigdeck.core.economics.cloud_spend import CloudSpend, monthly_figure
@@ -38,6 +39,8 @@ class EconomicsData:
     budget: dict[str, Any]
     alerts: tuple[BudgetAlert, ...]
     errors: tuple[str, ...] = field(default=())
+    jobs: tuple[tuple[Job, EnergyRecord | None], ...] = field(default=())
+    """Finished jobs, newest first, each with its metered energy when it ran here."""
 
 
 def load_data(settings: Settings, *, simulate: bool, now: datetime) -> EconomicsData:
@@ -59,6 +62,14 @@ def load_data(settings: Settings, *, simulate: bool, now: datetime) -> Economics
             comparisons.extend(rows[-1:])
     except RigdeckError as exc:
         errors.append(str(exc))
+    jobs: list[tuple[Job, EnergyRecord | None]] = []
+    try:
+        log = EnergyLog()
+        for job in JobStore().list(limit=RECENT_RUNS * 3):
+            if job.ended and len(jobs) < RECENT_RUNS:
+                jobs.append((job, log.for_ref("job", job.id) if job.local else None))
+    except RigdeckError as exc:
+        errors.append(str(exc))
     monthly = monthly_figure(spend, settings.economics)
     upgrades = []
     for name, price in sorted(settings.economics.upgrades.items()):
@@ -77,4 +88,5 @@ def load_data(settings: Settings, *, simulate: bool, now: datetime) -> Economics
         budget=budget_status(spend.summary, budget, {}),
         alerts=tuple(budget_alerts(spend.summary, budget, {})),
         errors=tuple(errors),
+        jobs=tuple(jobs),
     )

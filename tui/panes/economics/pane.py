@@ -351,6 +351,20 @@ def job_rows(data: EconomicsData, currency: str = "USD") -> list[tuple[str, ...]
                 ),
             )
         )
+    for job, record in data.jobs:
+        at = (job.ended_at or job.created_at).isoformat()
+        seconds = (
+            (job.ended_at - job.started_at).total_seconds()
+            if job.started_at and job.ended_at
+            else None
+        )
+        if job.local:
+            here = "not metered" if record is None else ew.amount(record.cost, record.currency)
+            there, basis = "-", "measured" if record is not None else "-"
+        else:
+            here, there, basis = "-", ew.amount(job.usd), "ledger"
+        what = f"job {job.name} {job.state}"
+        rows.append((at, (_when(at), what, ew.seconds(seconds), here, there, basis)))
     for comp in data.comparisons:
         result = comp.result
         basis = f"x{comp.speedup or 0:.1f} {comp.basis}"
