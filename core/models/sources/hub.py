@@ -61,6 +61,7 @@ from rigdeck.core.models.sources.hub_range import (
     http_timeout,
     same_origin,
 )
+from rigdeck.core.models.sources.hub_reach import check_reachable
 from rigdeck.core.models.sources.hub_values import (
     Cancelled,
     DownloadProgress,
@@ -440,6 +441,8 @@ class Hub:
     def _errors(
         self, *, what: str, repo_id: str | None = None, revision: str | None = None
     ) -> HubErrors:
+        if not constants.is_offline_mode():  # offline mode has its own word
+            check_reachable(self.endpoint)  # a second, not huggingface_hub's 24 s of retries
         return HubErrors(
             what, token=self._token, endpoint=self.endpoint, repo_id=repo_id, revision=revision
         )
