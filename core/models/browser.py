@@ -69,6 +69,28 @@ class Controls:
             fa = "auto"
         return cls(context=context, kv_type=kv, flash=fa)
 
+    def to_state(self) -> dict[str, object]:
+        """What the app remembers of the controls between runs (core.state)."""
+        return {"context": self.context, "kv_type": self.kv_type, "flash": self.flash}
+
+    @classmethod
+    def from_state(cls, data: object, fallback: Controls) -> Controls:
+        """Controls remembered by ``to_state``; what is missing or unreadable keeps ``fallback``."""
+        if not isinstance(data, dict):
+            return fallback
+        context = data.get("context", fallback.context)
+        if not isinstance(context, int) or isinstance(context, bool) or context < 0:
+            context = fallback.context
+        try:
+            kv = parse_kv(str(data.get("kv_type", fallback.kv_type)))
+        except FitError:
+            kv = fallback.kv_type
+        try:
+            flash = parse_flash(str(data.get("flash", fallback.flash)))
+        except FitError:
+            flash = fallback.flash
+        return cls(context=context, kv_type=kv, flash=flash)
+
     def next_context(self) -> Controls:
         return replace(self, context=_next(CONTEXT_STEPS, self.context))
 

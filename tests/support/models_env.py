@@ -135,6 +135,7 @@ class PaneHost(App[None]):
         self.settings = settings
         self.snapshot = snapshot
         self.run_requests: list[ModelsPane.RunRequested] = []
+        self.state = AppState()  # under the test's own XDG_STATE_HOME
 
     def compose(self) -> ComposeResult:
         yield ModelsPane(id="models-pane")

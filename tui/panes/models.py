@@ -42,6 +42,8 @@ _COLUMNS = ("Model", "Quant", "Size", "Source", "Fit", "VRAM GiB", "RAM GiB", "t
 # Shown only once some row has a recorded run: it is wide and otherwise empty.
 _RUN_COLUMN = "Last run: predicted / measured"
 _NAME_WIDTH = 32
+# Where the app state keeps the context / KV / flash controls between runs.
+_STATE_KEY = "models.controls"
 
 
 def _default_calibration() -> CpuCalibration | None:
@@ -287,6 +289,9 @@ class ModelsPane(Vertical):
         models = self.app.settings.models if hasattr(self.app, "settings") else None
         if models is not None:
             self.controls = Controls.from_config(models.context, models.kv_type, models.flash_attn)
+        # What the user last set here wins over the config's starting point.
+        if (state := getattr(self.app, "state", None)) is not None:
+            self.controls = Controls.from_state(state.get(_STATE_KEY), self.controls)
             if self._dirs is None:
                 self._dirs = [Path(d).expanduser() for d in models.dirs]
         self.query_one("#models-table", DataTable).add_columns(*_COLUMNS)
@@ -563,6 +568,11 @@ class ModelsPane(Vertical):
 
     def _set_controls(self, controls: Controls) -> None:
         self.controls = controls
+        if (state := getattr(self.app, "state", None)) is not None:
+            try:
+                state.set(_STATE_KEY, controls.to_state())
+            except OSError:
+                pass  # an unwritable state dir only forgets the controls next time
         self._show_controls()
         self._show_notice()
         self._refit()
