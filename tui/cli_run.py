@@ -185,13 +185,35 @@ def _measured_vram(stats: Any) -> int | None:
     return stats.device_buffer_bytes or None
 
 
+def _comparison(planned: Any, stats: Any) -> Any:
+    """The fit's buffers against llama.cpp's, with this process's peak RSS beside them."""
+    from rigdeck.core.models.run.memory import compare_memory, peak_rss_bytes
+
+    return compare_memory(
+        dict(planned.plan.predicted_buffers),
+        stats.llama_buffers,
+        peak_rss_bytes=peak_rss_bytes(),
+        rss_growth_bytes=stats.host_rss_delta_bytes,
+    )
+
+
 def _memory(planned: Any, stats: Any) -> dict[str, Any]:
+    from rigdeck.tui.words import RSS_NOTE
+
     plan = planned.plan
     return {
         "predicted": {"vram": plan.predicted_vram_bytes, "ram": plan.predicted_ram_bytes},
         "measured": {"vram": _measured_vram(stats), "ram": stats.host_rss_delta_bytes},
         "llama_buffers": dict(stats.llama_buffers),
+        "like_for_like": _comparison(planned, stats).to_json(),
+        "rss_note": RSS_NOTE,
     }
+
+
+def _memory_note(planned: Any, stats: Any) -> None:
+    from rigdeck.tui.words import memory_comparison_line
+
+    _note(memory_comparison_line(_comparison(planned, stats)))
 
 
 def _tps(value: float | None) -> str:
@@ -279,6 +301,7 @@ def cmd_run(args: argparse.Namespace, settings: Any) -> int:
         f" RAM {_size(load.host_rss_delta_bytes)} (predicted {_size(p.predicted_ram_bytes)}),"
         f" VRAM {_size(_measured_vram(load))} (predicted {_size(p.predicted_vram_bytes)})"
     )
+    _memory_note(planned, load)
     if (line := energy_line(energy)) is not None:
         _note(line)
     return EXIT_OK
@@ -473,6 +496,7 @@ def cmd_bench(args: argparse.Namespace, settings: Any) -> int:
         return EXIT_OK
     if (line := energy_line(energy)) is not None:
         _note(line)
+    _memory_note(planned, result.load)
     info = planned.model
     from rigdeck.core.units import format_bytes
 

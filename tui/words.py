@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from rigdeck.core.models.fit.placement import Placement
     from rigdeck.core.models.fit.settings import RunSettings
     from rigdeck.core.models.run.history import RunRecord
+    from rigdeck.core.models.run.memory import MemoryComparison
     from rigdeck.core.models.run.serve_limits import ServeLimitation
 
 MISSING = "-"
@@ -132,12 +133,46 @@ def budget_line(budget: HardwareBudget) -> str:
     )
 
 
-def last_run_summary(run: RunRecord) -> str:
-    """``predicted 5.1 GiB / measured 5.0 GiB, 38 tok/s (predicted 41)`` for one recorded run.
+RSS_NOTE = (
+    "RSS counts the model file's pages read through the memory map (page cache, shared and"
+    " given back under pressure), repacked weight copies and the process itself: not a buffer"
+    " the fit predicts"
+)
 
-    Memory is VRAM for a run that offloaded to a GPU, host RAM for a CPU run.
+
+def memory_comparison_line(cmp: MemoryComparison) -> str:
+    """``llama.cpp allocated 231 MiB (predicted 229 MiB): weights 92 MiB/92 MiB, ...; peak RSS
+    ...`` with the word on what RSS is."""
+    parts = []
+    for key in cmp.keys:
+        got, want = cmp.reported.get(key, 0), cmp.predicted.get(key, 0)
+        parts.append(f"{key} {size(got)} (predicted {size(want)})")
+    line = (
+        f"llama.cpp allocated {size(cmp.reported_total)} (predicted {size(cmp.predicted_total)})"
+        + (": " + ", ".join(parts) if parts else "")
+    )
+    if cmp.repacked_bytes:
+        line += f"; {size(cmp.repacked_bytes)} of weights repacked for the CPU's matmuls"
+    if cmp.peak_rss_bytes is not None:
+        line += f". Peak RSS {size(cmp.peak_rss_bytes)}: {RSS_NOTE}"
+    return line
+
+
+def last_run_summary(run: RunRecord) -> str:
+    """``predicted 5.1 GiB / llama.cpp 5.0 GiB, 38 tok/s (predicted 41)`` for one recorded run.
+
+    Memory is the fit's buffers against the buffers llama.cpp reported, like for like, where the
+    run recorded both; older records compare VRAM (a GPU run) or host RSS growth (a CPU run).
     """
     parts = []
+    if run.predicted_buffers and run.llama_buffers:
+        from rigdeck.core.models.run.memory import compare_memory
+
+        cmp = compare_memory(run.predicted_buffers, run.llama_buffers)
+        parts.append(
+            f"predicted {size(cmp.predicted_total)} / llama.cpp {size(cmp.reported_total)}"
+        )
+        return _speed_part(run, parts)
     on_gpu = run.measured_vram_bytes is not None and (run.predicted_vram_bytes or 0) > 0
     if on_gpu:
         parts.append(
@@ -148,6 +183,10 @@ def last_run_summary(run: RunRecord) -> str:
             f"predicted {size(run.predicted_ram_bytes)} / measured {size(run.measured_ram_bytes)}"
             " RAM"
         )
+    return _speed_part(run, parts)
+
+
+def _speed_part(run: RunRecord, parts: list[str]) -> str:
     if run.measured_decode_tps:
         speed = f"{tps(run.measured_decode_tps)} tok/s"
         if run.predicted_decode_tps:

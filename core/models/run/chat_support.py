@@ -32,9 +32,9 @@ def fit_here(
 
     The same path as `rigdeck run`: the [models] config through the one settings builder, the
     budget from this reading and the cached calibrations (numpy's, llama.cpp's), the fit and
-    the plan (which loads with the threads the speed was predicted for). Without a machine reading yet there is no budget
-    to fit against: the plan loads the model on the CPU with the configured context and no
-    prediction (``placement`` None).
+    the plan (which loads with the threads the speed was predicted for). Without a machine
+    reading yet there is no budget to fit against: the plan loads the model on the CPU with
+    the configured context and no prediction (``placement`` None).
     """
     from rigdeck.core.models.fit.speed import load_or_measure_cpu
 

@@ -19,7 +19,7 @@ from typing import Any
 from rigdeck.core.errors import RigdeckError
 from rigdeck.core.machine import MachineFingerprint
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Index i holds the statements that move a database from version i to i + 1.
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -49,6 +49,8 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX runs_by_model ON runs (model_path, settings_key, id)",
     ),
+    # 2: the fit's buffers in llama.cpp's terms, to set beside llama_buffers_json.
+    ("ALTER TABLE runs ADD COLUMN predicted_buffers_json TEXT NOT NULL DEFAULT '{}'",),
 )
 
 
@@ -87,6 +89,8 @@ class RunRecord:
     measured_decode_tps: float | None = None
     load_seconds: float | None = None
     llama_buffers: Mapping[str, int] = field(default_factory=dict, hash=False)
+    predicted_buffers: Mapping[str, int] = field(default_factory=dict, hash=False)
+    """The fit's buffers in the same terms (``run.memory.predicted_buffers``); empty before."""
     outcome: str = "ok"
     error: str | None = None
     started_at: str = ""
@@ -110,6 +114,7 @@ _COLUMNS = (
     "measured_decode_tps",
     "load_seconds",
     "llama_buffers_json",
+    "predicted_buffers_json",
     "outcome",
     "error",
 )
@@ -181,6 +186,7 @@ class RunHistory:
             run.measured_decode_tps,
             run.load_seconds,
             json.dumps(dict(run.llama_buffers), sort_keys=True),
+            json.dumps(dict(run.predicted_buffers), sort_keys=True),
             run.outcome,
             run.error,
         )
@@ -279,6 +285,7 @@ def _from_row(row: sqlite3.Row) -> RunRecord:
         measured_decode_tps=row["measured_decode_tps"],
         load_seconds=row["load_seconds"],
         llama_buffers=json.loads(row["llama_buffers_json"] or "{}"),
+        predicted_buffers=json.loads(row["predicted_buffers_json"] or "{}"),
         outcome=row["outcome"],
         error=row["error"],
     )

@@ -313,6 +313,7 @@ def _record(
         measured_ram_bytes=stats.host_rss_delta_bytes if stats else None,
         load_seconds=stats.load_seconds if stats else None,
         llama_buffers=dict(stats.llama_buffers) if stats else {},
+        predicted_buffers=dict(plan.predicted_buffers),
         outcome=outcome,
         error=error,
     )

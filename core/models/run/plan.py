@@ -13,6 +13,7 @@ from rigdeck.core.errors import RunError
 from rigdeck.core.models.fit.placement import Placement
 from rigdeck.core.models.fit.settings import KvChoice
 from rigdeck.core.models.run.llama_log import is_host_buffer
+from rigdeck.core.models.run.memory import predicted_buffers
 
 # ggml_type values of the KV cache types a plan may ask for (ggml.h): the user's choices.
 GGML_KV_TYPES: Mapping[KvChoice, int] = {"f16": 1, "q4_0": 2, "q8_0": 8}
@@ -60,6 +61,9 @@ class RunPlan:
     predicted_ram_bytes: int | None = None
     predicted_prompt_tps: float | None = None
     predicted_decode_tps: float | None = None
+    predicted_buffers: tuple[tuple[str, int], ...] = ()
+    """The fit's buffers in llama.cpp's terms, ``(("CPU weights", bytes), ...)``: see
+    ``run.memory``; they travel to the run history beside llama.cpp's own."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_path", os.fspath(self.model_path))
@@ -119,6 +123,7 @@ class RunPlan:
             predicted_ram_bytes=None,
             predicted_prompt_tps=None,
             predicted_decode_tps=None,
+            predicted_buffers=(),
         )
 
     def describe(self) -> str:
@@ -279,4 +284,5 @@ def plan_from_placement(
         predicted_ram_bytes=placement.host_bytes,
         predicted_prompt_tps=placement.prompt_tps or None,
         predicted_decode_tps=placement.decode_tps or None,
+        predicted_buffers=tuple(sorted(predicted_buffers(placement).items())),
     )

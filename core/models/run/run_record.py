@@ -43,6 +43,7 @@ def served_record(plan: RunPlan, pid: int, ready_seconds: float) -> RunRecord:
         measured_vram_bytes=process_gpu_memory_bytes(pid),
         measured_ram_bytes=rss,
         load_seconds=ready_seconds,
+        predicted_buffers=dict(plan.predicted_buffers),
     )
 
 
