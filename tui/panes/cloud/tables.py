@@ -50,7 +50,7 @@ class KeyedTable(DataTable[Cell]):
             for (key, cells), (_, old) in zip(new, self._shown, strict=True):
                 for name, cell, before in zip(self._columns, cells, old, strict=True):
                     if cell != before:
-                        self.update_cell(key, name, cell)
+                        self.update_cell(key, name, cell, update_width=True)
             self._shown = new
             return
         keep = self.selected_key()
