@@ -605,11 +605,12 @@ def test_one_remote_file_costs_a_few_requests_and_matches_the_local_fit(
     assert r["file_size_bytes"] == hub_files[name].stat().st_size
     assert r["model"]["repo"] == "org/Llama-GGUF" and r["model"]["location"].startswith("hf:")
     served = fake.log
-    assert r["remote"] == {
-        "requests": len(served),
-        "bytes": sum(s.body_bytes for s in served if s.server == "cdn"),
-    }
-    assert r["remote"]["requests"] <= 4  # a HEAD and one to three range reads
+    header = read_gguf(hub_files[name]).data_offset
+    assert r["remote"]["requests"] == len(served) <= 4  # a HEAD and one to three range reads
+    # What reached this machine: the header, within a stream step and a socket buffer; the
+    # server may have written more into its send buffer before the stream was closed.
+    assert header <= r["remote"]["bytes"] <= 1.1 * header + 256 * 1024
+    assert r["remote"]["bytes"] <= sum(s.body_bytes for s in served if s.server == "cdn")
     assert r["remote"]["bytes"] <= 4 * MiB  # of a ~5 GB file
 
 

@@ -274,7 +274,8 @@ def read_hub_header(
             try:
                 headers.append(read_header(source))
             finally:
-                spent_bytes += source.bytes_fetched
+                source.close()  # the parser is done: hang up the rest of the stream
+                spent_bytes += source.bytes_received
                 spent_requests += source.requests + 1  # the HEAD that resolved it
         header = (
             headers[0] if len(headers) == 1 else join_split(headers, [p.path for p in file.parts])

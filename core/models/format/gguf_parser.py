@@ -97,7 +97,11 @@ class _Reader:
         self._buf = b""
         self._base = 0
         self._pos = 0
-        self._chunk = _FIRST_CHUNK
+        # A streaming source (one HTTP response read as far as asked) costs nothing per read, but
+        # every byte asked for beyond the header is wire spent: ask in its small steps instead.
+        step = getattr(source, "read_step", None)
+        self._chunk = step if isinstance(step, int) and step > 0 else _FIRST_CHUNK
+        self._max_chunk = self._chunk if step else _MAX_CHUNK
 
     # -- errors -----------------------------------------------------------------------------
 
@@ -141,7 +145,7 @@ class _Reader:
         want = min(max(self._chunk, n - have), self.limit - start)
         data = self.source.read_at(start, want)
         self.fetched += len(data)
-        self._chunk = min(self._chunk * 2, _MAX_CHUNK)
+        self._chunk = min(self._chunk * 2, self._max_chunk)
         self._buf = self._buf[self._pos :] + data
         self._base += self._pos
         self._pos = 0

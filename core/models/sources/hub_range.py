@@ -4,9 +4,11 @@ Hub's own origin only."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx2
@@ -23,6 +25,10 @@ DEFAULT_BLOCK_SIZE = 1 * MiB
 # within 2 MiB, so one request usually answers a whole header read.
 DEFAULT_FIRST_FETCH = 2 * MiB
 DEFAULT_MAX_FETCH = 16 * MiB
+# A streamed read holds at most this much unread in the socket, so closing the stream once the
+# parser is done wastes about this much of the wire (the server's send side adds its own).
+STREAM_RECEIVE_BUFFER = 128 * 1024
+_STREAM_CHUNK = 32 * 1024
 
 
 class _BearerAuth(httpx2.Auth):
@@ -70,6 +76,7 @@ class HttpRangeSource:
         max_fetch: int = DEFAULT_MAX_FETCH,
         timeout: float = 30.0,
         cancel: threading.Event | None = None,
+        stream: bool = True,
     ) -> None:
         if block_size <= 0:
             raise ValueError("block_size must be positive")
@@ -87,6 +94,16 @@ class HttpRangeSource:
         self._requests = 0
         self._bytes = 0
         self._lock = threading.Lock()
+        # Streaming: one open-ended response read as far as the reader asks, then closed.
+        self._streaming = stream
+        self._stream_cm: Any = None
+        self._stream_iter: Iterator[bytes] | None = None
+        self._stream_start = 0
+        self._stream_buf = bytearray()
+        self._stream_eof = False
+        self._stream_sock: Any = None
+        self._unread = 0
+        self._ranges_honoured = True
 
     def __repr__(self) -> str:
         return (
@@ -99,18 +116,32 @@ class HttpRangeSource:
         return self._size
 
     @property
+    def read_step(self) -> int | None:
+        """Streaming: the reader should ask in steps this small (see gguf_parser._Reader)."""
+        return _STREAM_CHUNK * 2 if self._streaming else None
+
+    @property
     def requests(self) -> int:
         """HTTP requests made so far."""
         return self._requests
 
     @property
     def bytes_fetched(self) -> int:
-        """Body bytes received so far."""
+        """Body bytes read so far."""
         return self._bytes
+
+    @property
+    def bytes_received(self) -> int:
+        """Bytes that reached this machine: those read, and those a closed stream left unread in
+        the socket (at most about STREAM_RECEIVE_BUFFER)."""
+        return self._bytes + self._unread
 
     def read_at(self, offset: int, size: int) -> bytes:
         if offset < 0 or size < 0:
             raise ValueError("offset and size must not be negative")
+        if self._streaming:
+            with self._lock:
+                return self._read_streamed(offset, size)
         with self._lock:
             end = offset + size
             if self._size is not None:
@@ -133,6 +164,144 @@ class HttpRangeSource:
                     break
             start = offset - first * self._block
             return bytes(out[start : start + (end - offset)])
+
+    # -- streaming ------------------------------------------------------------------------------
+
+    def _read_streamed(self, offset: int, size: int) -> bytes:
+        """A header read is one pass from the start: one response, read only as far as asked.
+
+        A reader that jumps back before the stream, or far past it, gets a new stream there.
+        """
+        end = offset + size
+        if self._size is not None:
+            end = min(end, self._size)
+        if end <= offset:
+            return b""
+        have_end = self._stream_start + len(self._stream_buf)
+        open_here = self._stream_iter is not None or self._stream_eof
+        cached = self._stream_start <= offset and end <= have_end
+        # Far ahead: a new range skips the gap, unless the server ignores ranges (then a new
+        # answer would start from byte 0 again, and reading on costs less).
+        ahead = offset > have_end + self._block and self._ranges_honoured
+        jumped = offset < self._stream_start or ahead
+        if not cached and (not open_here or jumped):
+            self._open_stream(offset)
+        while self._stream_start + len(self._stream_buf) < end and not self._stream_eof:
+            self._pull()
+        lo = offset - self._stream_start
+        return bytes(self._stream_buf[lo : lo + (end - offset)])
+
+    def _open_stream(self, offset: int) -> None:
+        if self._cancel is not None and self._cancel.is_set():
+            raise Cancelled(f"{self.name}: cancelled")
+        self.close()
+        self._stream_start, self._stream_buf, self._stream_eof = offset, bytearray(), False
+        headers = {"Range": f"bytes={offset}-", "Accept-Encoding": "identity"}
+        self._requests += 1
+        try:
+            cm = get_session().stream(
+                "GET",
+                self._url,
+                headers=headers,
+                auth=bearer_auth(self._token),
+                timeout=http_timeout(self._timeout),
+            )
+            response = cm.__enter__()
+            self._stream_cm = cm
+            if response.status_code == 416:
+                total = _content_range_total(response.headers.get("Content-Range"))
+                if total is not None:
+                    self._size = total
+                self._stream_eof = True
+                self.close()
+                return
+            hf_raise_for_status(response)
+            self._stream_sock = _shrink_receive_buffer(response)
+            skip = 0
+            if response.status_code == 206:
+                got = _content_range_start(response.headers.get("Content-Range"))
+                if got is not None and got != offset:
+                    raise HubError(
+                        f"{self.name}: the server answered bytes from {got}, not {offset}"
+                    )
+                total = _content_range_total(response.headers.get("Content-Range"))
+                if total is not None:
+                    self._size = total
+            else:
+                # 200: the server ignored Range and sends from byte 0; walk to the offset.
+                self._ranges_honoured = False
+                length = response.headers.get("Content-Length")
+                if self._size is None and length is not None and length.isdigit():
+                    self._size = int(length)
+                skip = offset
+            self._stream_iter = response.iter_bytes(chunk_size=_STREAM_CHUNK)
+            while skip > 0 and not self._stream_eof:
+                chunk = self._next_chunk()
+                if len(chunk) > skip:
+                    self._stream_buf += chunk[skip:]
+                skip = max(skip - len(chunk), 0)
+        except HubError:
+            self.close()
+            raise
+        except Exception as exc:  # every transport or HTTP failure becomes one HubError line
+            self.close()
+            raise hub_error(
+                exc, what=self.name, token=self._token, endpoint=origin(self._url)
+            ) from None
+
+    def _next_chunk(self) -> bytes:
+        assert self._stream_iter is not None
+        try:
+            chunk = next(self._stream_iter)
+        except StopIteration:
+            chunk = b""
+        if not chunk:
+            self._stream_eof = True
+            end = self._stream_start + len(self._stream_buf)
+            if self._size is None or self._size > end:
+                self._size = end
+            self.close()
+            return b""
+        self._bytes += len(chunk)
+        return chunk
+
+    def _pull(self) -> None:
+        if self._cancel is not None and self._cancel.is_set():
+            self.close()
+            raise Cancelled(f"{self.name}: cancelled")
+        try:
+            self._stream_buf += self._next_chunk()
+        except HubError:
+            self.close()
+            raise
+        except Exception as exc:
+            self.close()
+            raise hub_error(
+                exc, what=self.name, token=self._token, endpoint=origin(self._url)
+            ) from None
+
+    def close(self) -> None:
+        """Hang up a stream still open (the reader is done); reads already made stay cached."""
+        cm, self._stream_cm, self._stream_iter = self._stream_cm, None, None
+        sock, self._stream_sock = self._stream_sock, None
+        if sock is not None and not self._stream_eof:
+            self._unread += _unread_bytes(sock)
+        if cm is not None:
+            try:
+                cm.__exit__(None, None, None)
+            except Exception:  # a connection already gone is what closing wanted anyway
+                pass
+
+    def __del__(self) -> None:
+        # A reader that never said it was done still must not hold a connection open.
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def __enter__(self) -> HttpRangeSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _fetch(self, first: int, last: int) -> None:
         if self._cancel is not None and self._cancel.is_set():
@@ -203,6 +372,35 @@ class HttpRangeSource:
             if len(buf) >= want:
                 break
         return start, bytes(buf[:want])
+
+
+def _shrink_receive_buffer(response: httpx2.Response) -> Any:
+    """Keep little unread data in the socket: what is there when the stream closes is waste.
+
+    Returns the socket (None where the transport does not show it)."""
+    import socket
+
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if not isinstance(sock, socket.socket):
+        return None
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, STREAM_RECEIVE_BUFFER)
+    return sock
+
+
+def _unread_bytes(sock: Any) -> int:
+    """Bytes waiting in a socket's receive queue (Linux, macOS); 0 where it cannot tell."""
+    try:
+        import array
+        import fcntl
+        import termios
+
+        buf = array.array("i", [0])
+        fcntl.ioctl(sock.fileno(), termios.FIONREAD, buf)
+        return max(int(buf[0]), 0)
+    except (ImportError, OSError, ValueError):
+        return 0
 
 
 def _content_range_total(value: str | None) -> int | None:

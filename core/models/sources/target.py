@@ -199,8 +199,9 @@ def load_remote(
         try:
             headers.append(read_header(source))
         finally:
+            source.close()  # the parser is done: hang up the rest of the stream
             # The HEAD that resolved the file is a request too.
-            cost = cost + RemoteCost(source.requests + 1, source.bytes_fetched)
+            cost = cost + RemoteCost(source.requests + 1, source.bytes_received)
     header = (
         headers[0]
         if len(headers) == 1
