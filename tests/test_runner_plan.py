@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from rigdeck.core.errors import RunError
-from rigdeck.core.models.run import llama_glue, loader, plan as runner_plan
 from rigdeck.core.models.fit.budget import HardwareBudget
 from rigdeck.core.models.fit.engine import fit
 from rigdeck.core.models.fit.settings import RunSettings
 from rigdeck.core.models.launch import model_info
+from rigdeck.core.models.run import llama_glue, loader
+from rigdeck.core.models.run import plan as runner_plan
 from rigdeck.core.models.run.llama_glue import llama_available
 from rigdeck.core.models.run.loader import llama_kwargs, load_model, tensor_overrides
 from rigdeck.core.models.run.plan import RunPlan, plan_from_placement

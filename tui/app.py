@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from textual import on, work
@@ -67,7 +68,8 @@ SIMULATED_BANNER = " SIMULATED — cloud on a simulated Vast.ai account: no mone
 
 
 def to_textual_theme(spec: ThemeSpec) -> Theme:
-    return Theme(name=spec.name, dark=spec.dark, variables=dict(spec.variables), **spec.colours)
+    colours: dict[str, Any] = dict(spec.colours)
+    return Theme(name=spec.name, dark=spec.dark, variables=dict(spec.variables), **colours)
 
 
 class SnapshotReady(Message):
@@ -199,7 +201,7 @@ class RigdeckApp(App[None]):
     # -- telemetry loop ----------------------------------------------------------------------
     def _default_sampler(self) -> TelemetrySampler:
         dirs = [*self.settings.models.dirs, *self.settings.telemetry.watch_dirs]
-        return TelemetrySampler(watched=default_watched_paths(dirs))
+        return TelemetrySampler(watched=default_watched_paths([Path(d) for d in dirs]))
 
     def _start_telemetry(self) -> None:
         """Draw a host-only reading into the first frame; the full reading (NVML start, the
@@ -240,8 +242,9 @@ class RigdeckApp(App[None]):
         """The pane's widget, mounted into its tab now if it was not yet."""
         found = self.query(f"#{pane}-pane")
         if found:
-            return found.first()
-        widget = _pane_class(pane)(id=f"{pane}-pane")
+            first: Widget = found.first(Widget)
+            return first
+        widget: Widget = _pane_class(pane)(id=f"{pane}-pane")
         self.query_one(f"TabPane#{pane}", TabPane).mount(widget)
         return widget
 
@@ -335,14 +338,14 @@ class RigdeckApp(App[None]):
                 pane.show_snapshot(self.latest, self.history)
             self.query_one("#processes").focus()
         elif event.pane.id in LAZY_PANES:
-            pane = self._ensure_pane(event.pane.id)
+            lazy: Any = self._ensure_pane(event.pane.id)
             if event.pane.id in ("models", "economics") and self.latest is not None:
-                pane.show_snapshot(self.latest)
+                lazy.show_snapshot(self.latest)
 
     # Handlers by name: the pane classes are imported only after the first frame.
     def on_models_pane_run_requested(self, message: Any) -> None:
         self.action_show_pane("chat")
-        chat = self._ensure_pane("chat")
+        chat: Any = self._ensure_pane("chat")
         chat.start_model(message.path, message.placement, message.label)
 
     def on_chat_pane_running_changed(self, message: Any) -> None:
@@ -380,7 +383,7 @@ class RigdeckApp(App[None]):
     def binding_rows(self) -> list[tuple[str, str, str, str]]:
         keymap = dict(self.settings.ui.keymap)
         rows = []
-        sources: list[tuple[str, Iterable[Binding | tuple]]] = [
+        sources: list[tuple[str, Iterable[Binding | tuple[Any, ...]]]] = [
             ("everywhere", self.BINDINGS),
             (
                 "everywhere",
@@ -446,7 +449,7 @@ class RigdeckApp(App[None]):
         self.push_screen(ConfirmScreen(question), answered)
 
     # -- palette -----------------------------------------------------------------------------
-    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         for pane, title, key in PANES:
             yield SystemCommand(
                 f"Show {title}",

@@ -157,14 +157,15 @@ def actual_cost(
     if job.local:
         record = energy.for_ref("job", job.id)
         if record is None:
-            if rate is None or seconds is None or rate.usd_per_hour.value is None:
+            per_hour = rate.usd_per_hour if rate is not None else None
+            usd_per_hour = per_hour.value if per_hour is not None else None
+            if rate is None or per_hour is None or usd_per_hour is None or seconds is None:
                 raise EconomicsError(
                     f"job {job.id} ran here but its energy was not metered and its run time "
                     "is unknown; nothing to cost it by"
                 )
-            per_hour = rate.usd_per_hour
             cost = Figure(
-                per_hour.value * seconds / 3600.0,
+                usd_per_hour * seconds / 3600.0,
                 per_hour.source,
                 per_hour.at,
                 None if per_hour.low is None else per_hour.low * seconds / 3600.0,

@@ -43,7 +43,10 @@ def diagnose(snap: Snapshot) -> Diagnosis:
         fact = _vram_fact(gpu)
         if fact is None:
             continue
-        if gpu.memory_used / gpu.memory_total >= VRAM_TIGHT:
+        used, total = gpu.memory_used, gpu.memory_total
+        if used is None or not total:
+            continue
+        if used / total >= VRAM_TIGHT:
             label = f"GPU {gpu.index} " if len(snap.gpus) > 1 else ""
             tight.append(("vram", label + fact))
     for gpu in snap.gpus:

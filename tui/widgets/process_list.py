@@ -126,13 +126,13 @@ class ProcessList(ScrollView, can_focus=True):
 
     def set_rows(self, rows: Sequence[Sequence[str]], keys: Sequence[object]) -> None:
         """Show ``rows`` (cells as text); ``keys`` name them, to keep the cursor in place."""
-        rows = tuple(tuple(row) for row in rows)
+        shown: tuple[tuple[str, ...], ...] = tuple(tuple(row) for row in rows)
         keys = tuple(keys)
-        if rows == self._rows and keys == self._keys:
+        if shown == self._rows and keys == self._keys:
             return  # nothing moved: no redraw at all
         selected = self._keys[self._cursor] if self._cursor < len(self._keys) else None
-        self._rows, self._keys = rows, keys
-        self._layout_rows(rows)
+        self._rows, self._keys = shown, keys
+        self._layout_rows(shown)
         cursor = keys.index(selected) if selected is not None and selected in keys else 0
         self._cursor = min(cursor, max(len(rows) - 1, 0))
         height = len(rows) + 1

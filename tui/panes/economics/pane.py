@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -197,7 +197,7 @@ class EconomicsPane(Vertical):
             if key in self._alerted:
                 continue
             self._alerted.add(key)
-            severity = "error" if alert.level == "over" else "warning"
+            severity: Literal["error", "warning"] = "error" if alert.level == "over" else "warning"
             self.notify(ew.alert_words(alert.to_json()), title="budget", severity=severity)
 
     def _detail(self, text: str) -> None:
