@@ -9,8 +9,6 @@ Kept apart from the run history so each store has one owner and one schema.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import Any
 
 from rigdeck.core.economics.figures import EconomicsError, Figure, Source, iso
 from rigdeck.core.economics.power import RunEnergy
+from rigdeck.core.sqlite_store import SqliteStore
 
 SCHEMA_VERSION = 1
 KINDS = ("run", "bench", "chat", "serve", "job")
@@ -87,41 +86,15 @@ class EnergyRecord:
         }
 
 
-class EnergyLog:
+class EnergyLog(SqliteStore):
     """Record and list run energies. ``path`` defaults to the data dir; tests pass a temp file."""
 
+    WHAT = "energy log"
+    ERROR = EconomicsError
+    MIGRATIONS = _MIGRATIONS
+
     def __init__(self, path: str | Path | None = None) -> None:
-        self.path = Path(path) if path is not None else default_path()
-        self._migrate()
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with closing(sqlite3.connect(self.path, timeout=10.0)) as conn:
-                conn.row_factory = sqlite3.Row
-                conn.execute("PRAGMA busy_timeout = 10000")
-                yield conn
-        except sqlite3.DatabaseError as exc:
-            raise EconomicsError(f"energy log {self.path}: {exc}") from exc
-        except OSError as exc:
-            raise EconomicsError(f"energy log {self.path}: {exc.strerror or exc}") from exc
-
-    def _migrate(self) -> None:
-        with self._connect() as conn:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise EconomicsError(
-                    f"energy log {self.path} has schema {version}, newer than this rigdeck "
-                    f"({SCHEMA_VERSION}); upgrade rigdeck or move the file away"
-                )
-            for target in range(version, SCHEMA_VERSION):
-                with conn:
-                    for statement in _MIGRATIONS[target]:
-                        conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version = {target + 1}")
+        super().__init__(path if path is not None else default_path())
 
     def record(
         self, kind: str, ref: str | int | None, label: str, energy: RunEnergy, currency: str

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rigdeck.core.economics.compare import Comparison
 from rigdeck.core.economics.figures import EconomicsError
+from rigdeck.core.sqlite_store import SqliteStore
 
 SCHEMA_VERSION = 1
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -77,42 +76,15 @@ class ComparisonRecord:
         return self.cloud_usd / self.local_usd
 
 
-class ComparisonHistory:
+class ComparisonHistory(SqliteStore):
     """Record and list comparisons. ``path`` defaults to the data dir; tests pass a temp file."""
 
+    WHAT = "comparison history"
+    ERROR = EconomicsError
+    MIGRATIONS = _MIGRATIONS
+
     def __init__(self, path: str | Path | None = None) -> None:
-        self.path = Path(path) if path is not None else default_path()
-        self._migrate()
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with closing(sqlite3.connect(self.path, timeout=10.0)) as conn:
-                conn.row_factory = sqlite3.Row
-                conn.execute("PRAGMA busy_timeout = 10000")
-                yield conn
-        except sqlite3.DatabaseError as exc:
-            raise EconomicsError(f"comparison history {self.path}: {exc}") from exc
-        except OSError as exc:
-            raise EconomicsError(f"comparison history {self.path}: {exc.strerror or exc}") from exc
-
-    def _migrate(self) -> None:
-        with self._connect() as conn:
-            # WAL: a reader in the UI thread never blocks a worker recording a result.
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise EconomicsError(
-                    f"comparison history {self.path} has schema {version}, newer than this "
-                    f"rigdeck ({SCHEMA_VERSION}); upgrade rigdeck or move the file away"
-                )
-            for target in range(version, SCHEMA_VERSION):
-                with conn:
-                    for statement in _MIGRATIONS[target]:
-                        conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version = {target + 1}")
+        super().__init__(path if path is not None else default_path())
 
     def record(self, result: Comparison) -> int:
         doc = result.to_json()

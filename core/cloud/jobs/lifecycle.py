@@ -14,8 +14,7 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
-from collections.abc import Iterator, Mapping
-from contextlib import closing, contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any, Literal, cast
 
 from rigdeck.core.config import data_dir
 from rigdeck.core.errors import RigdeckError
+from rigdeck.core.sqlite_store import SqliteStore
 
 JobState = Literal[
     "requested",
@@ -198,42 +198,15 @@ def default_jobs_path() -> Path:
     return data_dir() / "cloud" / "jobs.sqlite3"
 
 
-class JobStore:
+class JobStore(SqliteStore):
     """Jobs on disk. Every call opens, does one transaction and closes: safe from any thread."""
 
+    WHAT = "job store"
+    ERROR = RigdeckError
+    MIGRATIONS = _MIGRATIONS
+
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = Path(path) if path is not None else default_jobs_path()
-        self._migrate()
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with closing(sqlite3.connect(self.path, timeout=10.0)) as conn:
-                conn.row_factory = sqlite3.Row
-                conn.execute("PRAGMA busy_timeout = 10000")
-                yield conn
-        except sqlite3.DatabaseError as exc:
-            raise RigdeckError(f"job store {self.path}: {exc}") from exc
-        except OSError as exc:
-            raise RigdeckError(f"job store {self.path}: {exc.strerror or exc}") from exc
-
-    def _migrate(self) -> None:
-        with self._connect() as conn:
-            # WAL: the pane reads while a worker writes, and a crash keeps the last commit.
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise RigdeckError(
-                    f"job store {self.path} has schema {version}, newer than this rigdeck "
-                    f"({SCHEMA_VERSION}); upgrade rigdeck or move the file away"
-                )
-            for target in range(version, SCHEMA_VERSION):
-                with conn:
-                    for statement in _MIGRATIONS[target]:
-                        conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version = {target + 1}")
+        super().__init__(path if path is not None else default_jobs_path())
 
     def add(self, job: Job) -> Job:
         """Record a new job; `RigdeckError` if its id is taken."""

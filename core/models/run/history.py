@@ -9,8 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping
-from contextlib import closing, contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 from rigdeck.core.errors import RigdeckError
 from rigdeck.core.machine import MachineFingerprint
+from rigdeck.core.sqlite_store import SqliteStore
 
 SCHEMA_VERSION = 2
 
@@ -128,43 +128,15 @@ def _norm_path(path: str | os.PathLike[str]) -> str:
     return os.path.abspath(os.fspath(path))
 
 
-class RunHistory:
+class RunHistory(SqliteStore):
     """Record and query runs. ``path`` defaults to the user data dir; tests pass a temp file."""
 
+    WHAT = "run history"
+    ERROR = RigdeckError
+    MIGRATIONS = _MIGRATIONS
+
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = Path(path) if path is not None else default_history_path()
-        self._migrate()
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with closing(sqlite3.connect(self.path, timeout=10.0)) as conn:
-                conn.row_factory = sqlite3.Row
-                conn.execute("PRAGMA busy_timeout = 10000")
-                yield conn
-        except sqlite3.DatabaseError as exc:
-            raise RigdeckError(f"run history {self.path}: {exc}") from exc
-        except OSError as exc:
-            raise RigdeckError(f"run history {self.path}: {exc.strerror or exc}") from exc
-
-    def _migrate(self) -> None:
-        with self._connect() as conn:
-            # WAL: a crash mid-write leaves the last committed state readable, and readers in the
-            # UI thread never block a recording worker.
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise RigdeckError(
-                    f"run history {self.path} has schema {version}, newer than this rigdeck "
-                    f"({SCHEMA_VERSION}); upgrade rigdeck or move the file away"
-                )
-            for target in range(version, SCHEMA_VERSION):
-                with conn:  # one transaction per step: a crash never leaves half a migration
-                    for statement in _MIGRATIONS[target]:
-                        conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version = {target + 1}")
+        super().__init__(path if path is not None else default_history_path())
 
     def record(self, run: RunRecord) -> int:
         """Store a run and return its id."""
