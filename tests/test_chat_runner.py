@@ -10,7 +10,7 @@ from rigdeck.core.models.run.history import RunHistory
 from rigdeck.core.models.run.plan import LoadError, RunPlan, next_plans_down
 from rigdeck.core.models.run.retry import next_placement_down
 from rigdeck.core.models.run.run_record import record_served
-from rigdeck.core.models.run.serve_limits import ServeLimitation, serve_limitations
+from rigdeck.core.models.run.serve_limits import serve_limitations
 
 
 def _failed(reason: str, plan: RunPlan) -> LoadError:
@@ -36,13 +36,9 @@ def test_no_retry_when_a_smaller_placement_cannot_help() -> None:
     assert next_placement_down(_failed("out-of-memory", smallest)) is None
 
 
-def test_serve_limitations_are_what_the_server_cannot_follow() -> None:
+def test_serve_follows_experts_on_the_cpu_and_the_swa_cache_so_nothing_is_warned() -> None:
     moe = RunPlan("m.gguf", gpu_layers=-1, n_cpu_moe=4)
-    assert serve_limitations(moe, has_swa=True) == (
-        ServeLimitation("experts-on-gpu", n_cpu_moe=4),
-        ServeLimitation("full-swa-cache"),
-    )
-    # A plan that asked for the full sliding-window cache is served as planned.
+    assert serve_limitations(moe, has_swa=True) == ()
     assert serve_limitations(RunPlan("m.gguf", swa_full=True), has_swa=True) == ()
     assert serve_limitations(RunPlan("m.gguf"), has_swa=False) == ()
 

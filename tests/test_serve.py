@@ -17,6 +17,7 @@ from rigdeck.core.models.run import serve
 from rigdeck.core.models.run.llama_glue import llama_available
 from rigdeck.core.models.run.plan import RunPlan
 from rigdeck.core.models.run.serve import ServeHandle, server_command, start_server
+from rigdeck.core.models.run.serve_child import plan_from_json
 from rigdeck.core.models.sources.local import demo_model_path
 
 MODEL = demo_model_path()
@@ -27,8 +28,10 @@ def test_command_binds_loopback_and_carries_the_plan() -> None:
         "/models/m.gguf", gpu_layers=12, n_ctx=2048, type_k="q8_0", type_v="q8_0", flash_attn=True
     )
     command = server_command(plan, host="127.0.0.1", port=8123, model_alias="m")
-    args = dict(zip(command[3::2], command[4::2], strict=False))
-    assert command[1:3] == ["-m", "llama_cpp.server"]
+    args = dict(zip(command[5::2], command[6::2], strict=False))
+    # The server child applies what llama_cpp.server has no option for, then runs its main.
+    assert command[1:3] == ["-m", "rigdeck.core.models.run.serve_child"]
+    assert plan_from_json(command[3]) == plan and command[4] == "--"
     assert args["--host"] == "127.0.0.1" and args["--port"] == "8123"
     assert args["--n_gpu_layers"] == "12" and args["--n_ctx"] == "2048"
     assert args["--type_k"] == args["--type_v"] == "8"  # ggml's q8_0

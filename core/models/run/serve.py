@@ -69,11 +69,19 @@ def server_command(
     model_alias: str,
     python: str = sys.executable,
 ) -> list[str]:
-    """The command line that serves ``plan``: the same placement the runner would load."""
+    """The command line that serves ``plan``: the same placement the runner would load.
+
+    The server runs through ``serve_child``, which applies what llama_cpp.server has no option
+    for (the sliding-window cache size, experts kept on the CPU) before the server's main.
+    """
+    from rigdeck.core.models.run.serve_child import plan_json
+
     command = [
         python,
         "-m",
-        "llama_cpp.server",
+        "rigdeck.core.models.run.serve_child",
+        plan_json(plan),
+        "--",
         "--model",
         plan.model_path,
         "--model_alias",
@@ -105,8 +113,6 @@ def server_command(
         command += ["--seed", str(plan.seed)]
     if plan.tensor_split:
         command += ["--tensor_split", *(str(x) for x in plan.tensor_split)]
-    # llama_cpp.server has no option for swa_full or tensor buffer overrides (plan.n_cpu_moe):
-    # it runs with a full-size SWA cache and every offloaded expert on the GPU.
     return command
 
 
