@@ -18,7 +18,6 @@ from rigdeck.core.cloud.ledger import (
     StateChange,
     default_ledger_path,
 )
-from rigdeck.core.cloud.report import ledger_json
 from rigdeck.core.cloud.spend import (
     burn_dph,
     check_against_credit,
@@ -28,6 +27,7 @@ from rigdeck.core.cloud.spend import (
     usd_by_month,
 )
 from rigdeck.core.config import data_dir
+from rigdeck.tui.cli_cloud_views import ledger_json
 
 T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -243,13 +243,16 @@ def test_ledger_json_has_the_documented_shape(tmp_path):
         tx.state_change(StateChange(1, T0 + H, "stopped", 1.0, 0.1))
         tx.record_credit(T0, 50.0)
         tx.record_credit(T0 + 2 * H, 50.0 - 1.2 - 2.2)
-    data = ledger_json(ledger, T0 + 2 * H)
+    now = T0 + 2 * H
+    rows, steps = ledger.instances(), ledger.state_changes()
+    credit = check_against_credit(ledger.credits(), rows, steps)
+    data = ledger_json(rows, steps, summarize(rows, steps, now), ledger.events(), credit)
     json.dumps(data)  # plain JSON all the way down
     assert {"instances", "total_usd", "month_usd", "events"} <= data.keys()
     first, second = data["instances"]
-    assert first["id"] == 1 and first["usd"] == pytest.approx(1.2)
-    assert first["burn_usd_per_hour"] == pytest.approx(0.1) and first["state"] == "running"
-    assert second["unaccounted"] and data["unaccounted"] == [2]
+    assert first["id"] == 1 and first["usd_so_far"] == pytest.approx(1.2)
+    assert first["state"] == "running" and first["source"] == "rigdeck"
+    assert second["source"] == "unaccounted"
     assert data["total_usd"] == pytest.approx(1.2 + 2.2)
     assert data["by_project"] == {"llm": pytest.approx(1.2), "": pytest.approx(2.2)}
     assert data["credit_check"]["agrees"]
@@ -257,4 +260,4 @@ def test_ledger_json_has_the_documented_shape(tmp_path):
         ("intent", "rent", "vastai create instance 5"),
         ("outcome", "rent", None),
     ]
-    assert data["events"][0]["at"] == "2026-03-10T12:00:00+00:00"
+    assert datetime.fromisoformat(data["events"][0]["at"]) == T0  # UTC ISO-8601

@@ -13,7 +13,7 @@ from rigdeck.core.cloud.ledger import Caps
 from rigdeck.core.cloud.offer_fit import fit_offers, load_model
 from rigdeck.core.cloud.provider import CloudError, Offer, RentRequest
 from rigdeck.core.cloud.reconcile import reconcile
-from rigdeck.core.cloud.spend import summarize
+from rigdeck.core.cloud.spend import check_against_credit, summarize
 from rigdeck.core.config import Settings
 from rigdeck.tui import cli_cloud_views as views
 from rigdeck.tui import words
@@ -247,7 +247,8 @@ def _ledger(args: argparse.Namespace, settings: Settings, session: CloudSession)
     summary = summarize(rows, steps, _now())
     events = ledger.events(limit=args.limit or None)
     if args.json:
-        data = views.ledger_json(rows, steps, summary, events)
+        credit = check_against_credit(ledger.credits(), rows, steps)
+        data = views.ledger_json(rows, steps, summary, events, credit)
         _print_json({**data, "simulated": session.simulated})
         return EXIT_OK
     console = _console()

@@ -11,7 +11,7 @@ from rigdeck.core.cloud.ledger import LedgerEvent, LedgerInstance, StateChange, 
 from rigdeck.core.cloud.offer_fit import OfferFit
 from rigdeck.core.cloud.provider import Offer
 from rigdeck.core.cloud.reconcile import ReconcileReport
-from rigdeck.core.cloud.spend import SpendSummary
+from rigdeck.core.cloud.spend import CreditCheck, SpendSummary
 from rigdeck.tui import words
 from rigdeck.tui.cloud_context import public_source, usd_so_far
 
@@ -100,6 +100,7 @@ def ledger_json(
     steps: dict[int, list[StateChange]],
     summary: SpendSummary,
     events: Sequence[LedgerEvent],
+    credit: CreditCheck | None = None,
 ) -> dict[str, Any]:
     return {
         "instances": [instance_json(r, steps, summary.at) for r in rows],
@@ -107,6 +108,17 @@ def ledger_json(
         "month_usd": round(summary.month_usd, 6),
         "today_usd": round(summary.today_usd, 6),
         "burn_dph": round(summary.burn_dph, 6),
+        "by_project": {k: round(v, 6) for k, v in summary.by_project.items()},
+        "credit_check": None
+        if credit is None
+        else {
+            "start": iso(credit.start),
+            "end": iso(credit.end),
+            "provider_usd": round(credit.provider_usd, 6),
+            "ledger_usd": round(credit.ledger_usd, 6),
+            "difference_usd": round(credit.difference_usd, 6),
+            "agrees": credit.agrees(),
+        },
         "events": [event_json(e) for e in events],
     }
 
