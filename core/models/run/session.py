@@ -126,10 +126,7 @@ class LoadedModel:
         tokens, stops = self.chat_prompt(messages)
         n_ctx = self.n_ctx
         if len(tokens) >= n_ctx:
-            raise RunError(
-                f"the conversation is {len(tokens)} tokens but the context holds {n_ctx}:"
-                " clear the chat or load with a longer context"
-            )
+            raise ContextFull(len(tokens), n_ctx)
         max_new = min(sampling.max_tokens, n_ctx - len(tokens))
         return Generation(self, tokens, stops, sampling, max_new, cancel, on_finish)
 
@@ -343,11 +340,25 @@ class Generation(Iterator[str]):
 # Chat sessions
 
 
+class ContextFull(RunError):
+    """The conversation's prompt leaves no room in the context for a reply."""
+
+    def __init__(self, tokens: int, n_ctx: int) -> None:
+        super().__init__(
+            f"the conversation is {tokens} tokens but the context holds {n_ctx}:"
+            " clear the chat or load with a longer context"
+        )
+        self.tokens = tokens
+        self.n_ctx = n_ctx
+
+
 class ChatSession:
     """A conversation with a loaded model: system prompt, turns, sampling, save.
 
     ``generate``/``regenerate`` return a ``Generation``; when it ends (or is stopped) the reply,
-    possibly partial, becomes the assistant's turn.
+    possibly partial, becomes the assistant's turn. A conversation that outgrows the context
+    drops its oldest turns (the system prompt and the newest message stay) until it fits;
+    ``last_dropped`` says how many turns the last start dropped.
     """
 
     def __init__(
@@ -363,6 +374,7 @@ class ChatSession:
         self._turns: list[ChatMessage] = []
         self._current: Generation | None = None
         self.last_stats: GenerationStats | None = None
+        self.last_dropped = 0
 
     @property
     def messages(self) -> tuple[ChatMessage, ...]:
@@ -405,7 +417,26 @@ class ChatSession:
             current.close()
 
     def _start(self) -> Generation:
-        generation = self.model.generate(self.messages, self.sampling, on_finish=self._on_reply)
+        self.last_dropped = 0
+        kept = list(self._turns)
+        while True:
+            try:
+                generation = self.model.generate(
+                    self.messages, self.sampling, on_finish=self._on_reply
+                )
+                break
+            except ContextFull:
+                if len(self._turns) <= 1:
+                    # The newest message alone is too long: dropping cannot help, so the
+                    # conversation stays as it was.
+                    self._turns[:] = kept
+                    self.last_dropped = 0
+                    raise
+                # The oldest exchange goes (a user turn and the reply to it), so the turns keep
+                # alternating and the conversation still starts with the user.
+                drop = 2 if len(self._turns) > 2 and self._turns[1].role == "assistant" else 1
+                del self._turns[:drop]
+                self.last_dropped += drop
         self._current = generation
         return generation
 

@@ -144,7 +144,11 @@ class ChatReplies(ChatPaneBase):
                 view.add_class("-stopped")
             if (model := loaded_model(self._state)) is not None:
                 self._measured = Measured(model.plan, model.load_stats, stats)
-            self._set_activity(reply_line(stats))
+            line = reply_line(stats)
+            if self._session is not None and (dropped := self._session.last_dropped):
+                turns = "turn" if dropped == 1 else "turns"
+                line += f" · the oldest {dropped} {turns} no longer fit the context: dropped"
+            self._set_activity(line)
         self.refresh_bindings()
         queued, self._after_reply = self._after_reply, []
         for action in queued:
