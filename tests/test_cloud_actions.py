@@ -32,7 +32,7 @@ from support.vast_sim import CREATE_TIMEOUT_S, TEST_API_KEY, boot, provider, sim
 from rigdeck.core.cloud import actions
 from rigdeck.core.cloud.actions import Backoff
 from rigdeck.core.cloud.ledger import Caps
-from rigdeck.core.cloud.provider import CloudError, CreateUncertain, ProviderUnavailable
+from rigdeck.core.cloud.provider import CloudError, CreateUncertain, ProviderUnavailable, new_label
 from rigdeck.core.cloud.reconcile import reconcile
 from rigdeck.core.cloud.spend import burn_dph, check_against_credit
 
@@ -126,7 +126,7 @@ def test_a_create_answered_late_is_adopted_exactly_once(sim, provider, ledger):
 
 def test_killed_between_create_and_outcome_then_reconcile_adopts(sim, provider, ledger, tmp_path):
     marker = tmp_path / "created"
-    label = actions.new_label()
+    label = new_label()
     offer = on_demand_offer(provider)
     child = subprocess.Popen(
         [sys.executable, str(CHILD), sim.url, TEST_API_KEY, str(ledger.path), label,

@@ -14,7 +14,7 @@ import pytest
 
 from rigdeck.core.cloud.host_keys import HostKeyChanged, HostKeyStore
 from rigdeck.core.cloud.jobs.spec import parse_spec
-from rigdeck.core.cloud.provider import Instance, RentRequest
+from rigdeck.core.cloud.provider import Instance, RentRequest, new_label
 from rigdeck.core.cloud.readiness import (
     PHASES,
     InstanceFailed,
@@ -27,7 +27,7 @@ from rigdeck.core.cloud.simulator import Simulator
 from rigdeck.core.cloud.ssh import SshEndpoint, SshLinkLost, SshTarget, SshTimeout
 from rigdeck.core.cloud.ssh_jobs import SshJobTarget
 from rigdeck.core.cloud.ssh_keys import SshKeyPair, ensure_key_pair
-from rigdeck.core.cloud.vast import VastProvider, unique_label
+from rigdeck.core.cloud.vast import VastProvider
 from rigdeck.core.config import config_dir, data_dir
 from rigdeck.core.errors import RigdeckError
 from tests.support.sshd import SshdServer, skip_without_sshd
@@ -264,7 +264,7 @@ def cloud(vast: Simulator) -> VastProvider:
 
 def _rent(cloud: VastProvider) -> int:
     offer = cloud.search_offers("num_gpus=1")[0]
-    return cloud.rent(RentRequest(offer.id, "pytorch/pytorch", 10.0, label=unique_label()))
+    return cloud.rent(RentRequest(offer.id, "pytorch/pytorch", 10.0, label=new_label()))
 
 
 def _polls(vast: Simulator, cloud: VastProvider, step_s: float = 0.5):

@@ -21,6 +21,7 @@ from rigdeck.core.cloud.provider import (
     MissingApiKey,
     ProviderUnavailable,
     RentRequest,
+    new_label,
 )
 from rigdeck.core.cloud.simulator import simulator_state_path, stop_simulated_api
 from rigdeck.core.cloud.vast import (
@@ -28,7 +29,6 @@ from rigdeck.core.cloud.vast import (
     load_api_key,
     provider_from_settings,
     resolve_api_url,
-    unique_label,
 )
 from rigdeck.core.config import CloudSettings, Settings
 from rigdeck.core.secrets import Secret
@@ -43,7 +43,7 @@ def rent(provider: VastProvider, offer_id: int | None = None, **options: object)
         offer_id = provider.search_offers("num_gpus=1")[0].id
     settings: dict[str, object] = {"image": "pytorch/pytorch", "disk_gb": 20.0}
     settings.update(options)
-    settings.setdefault("label", unique_label())
+    settings.setdefault("label", new_label())
     return provider.rent(RentRequest(offer_id, **settings))  # type: ignore[arg-type]
 
 
@@ -264,7 +264,7 @@ def test_an_uncertain_create_is_never_sent_again(sim, provider, fault, created):
         sim.storm(1, status=502, op="create", served=True)
     else:
         sim.storm(1, status=503, op="create")
-    label = unique_label()
+    label = new_label()
     offer = provider.search_offers("num_gpus=1")[0]
     with pytest.raises(CreateUncertain) as unsure:
         provider.rent(RentRequest(offer.id, "pytorch/pytorch", 20.0, label=label))
@@ -310,7 +310,7 @@ def test_an_unreachable_api_is_provider_unavailable():
     with pytest.raises(ProviderUnavailable, match="unreachable"):
         offline.instances()
     with pytest.raises(ProviderUnavailable, match="nothing was created"):
-        offline.rent(RentRequest(1, "img", 10.0, label=unique_label()))
+        offline.rent(RentRequest(1, "img", 10.0, label=new_label()))
 
 
 # -- endpoint and key -----------------------------------------------------------------------

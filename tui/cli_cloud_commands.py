@@ -11,7 +11,7 @@ from typing import Any
 from rigdeck.core.cloud import actions
 from rigdeck.core.cloud.ledger import Caps
 from rigdeck.core.cloud.offer_fit import fit_offers, load_model
-from rigdeck.core.cloud.provider import CloudError, Offer, RentRequest
+from rigdeck.core.cloud.provider import CloudError, Offer, RentRequest, new_label
 from rigdeck.core.cloud.reconcile import reconcile
 from rigdeck.core.cloud.spend import check_against_credit, summarize
 from rigdeck.core.config import Settings
@@ -148,7 +148,7 @@ def _rent(args: argparse.Namespace, settings: Settings, session: CloudSession) -
         offer_id=offer.id,
         image=args.image or cloud.image,
         disk_gb=args.disk if args.disk is not None else cloud.disk_gb,
-        label=args.label or actions.new_label(),
+        label=args.label or new_label(),
         bid=args.bid,
     )
     caps = Caps(

@@ -12,7 +12,6 @@ import os
 import shlex
 import socket
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -58,11 +57,6 @@ class Backoff:
 
 FIND_BY_LABEL = Backoff(attempts=8, first_s=1.0, factor=1.5, max_s=8.0)
 DESTROY = Backoff(attempts=5, first_s=1.0, factor=2.0, max_s=15.0)
-
-
-def new_label(prefix: str = "rigdeck") -> str:
-    """A label no other create has used: how an unanswered create is found again."""
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 class NotInLedger(CloudError):
@@ -116,7 +110,7 @@ def rent(
         if any(r.label == request.label for r in tx.rent_intents()):
             raise CloudError(
                 f"label {request.label} was already used by an earlier create; "
-                "each create needs a new label (new_label())"
+                "each create needs a new label (provider.new_label())"
             )
         seq = tx.intent(
             "rent",

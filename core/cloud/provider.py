@@ -7,6 +7,7 @@ below, so a second provider is a second adapter and nothing else changes.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +20,11 @@ OfferSort = Literal["price", "tflops", "reliability", "bandwidth"]
 OFFER_SORTS: tuple[OfferSort, ...] = ("price", "tflops", "reliability", "bandwidth")
 
 GB = 1000**3  # providers sell disk in decimal GB
+
+
+def new_label(prefix: str = "rigdeck") -> str:
+    """A label no other create has used: how an unanswered create is found again."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 class CloudError(RigdeckError):

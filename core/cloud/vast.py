@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +38,7 @@ from rigdeck.core.cloud.provider import (
     Provider,
     ProviderUnavailable,
     RentRequest,
+    new_label,
 )
 from rigdeck.core.cloud.vast_query import parse_query, server_order, sort_key
 from rigdeck.core.cloud.vast_rows import instance_from_row, offer_from_row
@@ -98,11 +98,6 @@ def load_api_key(cloud: CloudSettings, env: Mapping[str, str] | None = None) -> 
         f"{primary} (chmod 600) or name a file in [cloud] api_key_file; "
         "--simulate runs against a simulated account"
     )
-
-
-def unique_label(prefix: str = "rigdeck") -> str:
-    """A label no other create carries: how an uncertain create is found again."""
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 class VastProvider:
@@ -188,7 +183,7 @@ class VastProvider:
     # -- instances ------------------------------------------------------------------------
 
     def rent(self, request: RentRequest) -> int:
-        label = request.label or unique_label()
+        label = request.label or new_label()
         what = f"create on offer {request.offer_id} (label {label})"
 
         from vastai.api.instances import (

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rigdeck.core.cloud.actions import Backoff, new_label
+from rigdeck.core.cloud.actions import Backoff
 from rigdeck.core.cloud.ledger import Ledger
-from rigdeck.core.cloud.provider import Offer, Provider, RentRequest
+from rigdeck.core.cloud.provider import Offer, Provider, RentRequest, new_label
 from rigdeck.core.cloud.simulator import Simulator
 
 FAST = Backoff(attempts=5, first_s=0.05, factor=2.0, max_s=0.5)

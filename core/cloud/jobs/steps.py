@@ -21,7 +21,7 @@ from rigdeck.core.cloud.jobs.remote import LaunchResult
 from rigdeck.core.cloud.jobs.spec import JobSpec
 from rigdeck.core.cloud.jobs.targets import JobTarget, plan_run, ssh_target
 from rigdeck.core.cloud.ledger import Caps
-from rigdeck.core.cloud.provider import CloudError, Offer, RentRequest
+from rigdeck.core.cloud.provider import CloudError, Offer, RentRequest, new_label
 from rigdeck.core.cloud.readiness import InstanceFailed, PhaseReached, ReadinessTimeout
 from rigdeck.core.cloud.readiness import wait_until_ready as _wait_until_ready
 from rigdeck.core.cloud.spend import usd_between
@@ -111,7 +111,7 @@ def rent_request(ctx: JobContext, spec: JobSpec, offer: Offer) -> RentRequest:
         offer_id=offer.id,
         image=spec.image or ctx.cloud.image,
         disk_gb=spec.disk_gb if spec.disk_gb is not None else ctx.cloud.disk_gb,
-        label=actions.new_label(f"rigdeck-{spec.name}"),
+        label=new_label(f"rigdeck-{spec.name}"),
         bid=bid_for(offer, spec),
     )
 

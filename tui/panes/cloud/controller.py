@@ -15,7 +15,14 @@ from pathlib import Path
 from rigdeck.core.cloud import actions
 from rigdeck.core.cloud.ledger import Caps, Ledger, LedgerEvent, LedgerInstance, StateChange
 from rigdeck.core.cloud.offer_fit import OfferFit, fit_offers, load_model
-from rigdeck.core.cloud.provider import CloudError, Offer, OfferSort, Provider, RentRequest
+from rigdeck.core.cloud.provider import (
+    CloudError,
+    Offer,
+    OfferSort,
+    Provider,
+    RentRequest,
+    new_label,
+)
 from rigdeck.core.cloud.reconcile import ReconcileReport, reconcile
 from rigdeck.core.cloud.spend import SpendSummary, summarize
 from rigdeck.core.config import Settings
@@ -43,7 +50,7 @@ class CloudOptions:
     """Seconds between instance polls (None: ``[cloud] poll_s``)."""
     start_guard: bool = True
     offer_limit: int = 50
-    new_label: Callable[[], str] = actions.new_label
+    new_label: Callable[[], str] = new_label
     """Each create's unique label (tests fix it so a dialog reads the same every run)."""
 
 
