@@ -44,7 +44,8 @@ def default_cache_path() -> Path:
 def _demo_path() -> Path | None:
     from rigdeck.core.models.sources.local import demo_model_path
 
-    return demo_model_path()
+    path: Path | None = demo_model_path()
+    return path
 
 
 def measure_rates(
