@@ -18,6 +18,7 @@ from support.vast_sim import TEST_API_KEY
 
 from rigdeck.core.cloud.simulator import Simulator
 from rigdeck.core.cloud.ssh_keys import ensure_key_pair
+from rigdeck.core.economics.energy_log import EnergyLog
 from rigdeck.tui.cli import main
 
 LOCAL_SPEC = """\
@@ -53,6 +54,9 @@ def test_local_up_follow_runs_the_sample_here_and_every_command_reads_it(tmp_pat
     assert answer["instance"] == "local" and answer["remote_dir"] == str(spec.parent)
     assert answer["finish"]["exit_code"] == 0 and answer["finish"]["action"] == "local"
     job = answer["job"]
+    # The rehearsal was metered: `rigdeck cost job` costs "here" from this record.
+    energy = EnergyLog().for_ref("job", job)
+    assert energy is not None and energy.seconds > 0 and energy.kwh_figure().value > 0
 
     code, out, _ = _run(capsys, "cloud", "jobs", "--json")
     rows = json.loads(out)["jobs"]

@@ -197,8 +197,15 @@ def finish_json(result: FinishResult) -> dict[str, Any]:
 def _up(args: argparse.Namespace, settings: Settings) -> int:
     spec = load_spec(args.spec)  # a broken spec stops here: nothing rented
     quiet = bool(args.json)
+    meter = None
     if args.local:
         ctx, _ = _context(args, settings, cloud=False, quiet=quiet)
+        if args.follow:
+            # A rehearsal followed to its end is metered like `rigdeck run`: its kWh and $ are
+            # what `rigdeck cost job` reads for "here".
+            from rigdeck.tui.cli_cost import start_meter
+
+            meter = start_meter(settings)
         job = up(ctx, spec, local=True)
     else:
         if settings.telemetry.read_only:
@@ -218,7 +225,13 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
         if not args.no_guard:
             start_guard(session, args.config)
     if args.follow:
-        return _follow_then_finish(args, ctx, job)
+        try:
+            return _follow_then_finish(args, ctx, job)
+        finally:
+            if meter is not None:
+                from rigdeck.tui.cli_cost import record_energy
+
+                record_energy(meter, "job", job.id, spec.name, settings)
     if args.json:
         _print_json(up_json(job))
     else:
