@@ -544,7 +544,7 @@ def start_meter(settings: Any) -> Any:
 
 
 def record_energy(
-    meter: Any, kind: str, run_id: int | None, label: str, settings: Any
+    meter: Any, kind: str, run_id: str | int | None, label: str, settings: Any
 ) -> dict[str, Any] | None:
     """Stop ``meter`` and keep its kWh and cost beside the run; the record's JSON, or None."""
     if meter is None:

@@ -156,7 +156,8 @@ def _launch(args: argparse.Namespace, settings: Any) -> Any:
 def _gpu_layers(planned: Any) -> int:
     """The plan's GPU layer count as a number (the plan says -1 for "all")."""
     plan = planned.plan
-    return planned.placement.total_layers if plan.gpu_layers < 0 else plan.gpu_layers
+    layers: int = planned.placement.total_layers if plan.gpu_layers < 0 else plan.gpu_layers
+    return layers
 
 
 def _load_failed(exc: Any, command: str, model: str) -> int:

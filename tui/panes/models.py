@@ -289,11 +289,11 @@ class ModelsPane(Vertical):
         models = self.app.settings.models if hasattr(self.app, "settings") else None
         if models is not None:
             self.controls = Controls.from_config(models.context, models.kv_type, models.flash_attn)
+            if self._dirs is None:
+                self._dirs = [Path(d).expanduser() for d in models.dirs]
         # What the user last set here wins over the config's starting point.
         if (state := getattr(self.app, "state", None)) is not None:
             self.controls = Controls.from_state(state.get(_STATE_KEY), self.controls)
-            if self._dirs is None:
-                self._dirs = [Path(d).expanduser() for d in models.dirs]
         self.query_one("#models-table", DataTable).add_columns(*_COLUMNS)
         self._show_controls()
         self._scan()
