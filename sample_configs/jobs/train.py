@@ -191,6 +191,8 @@ def main() -> int:
             time.sleep(args.step_delay)
     log(f"done: {step} steps in {time.monotonic() - started:.1f} s")
     if distributed:
+        # Every rank leaves together: gloo aborts a rank whose peer tears down its pairs first.
+        dist.barrier()
         dist.destroy_process_group()
     return 0
 
