@@ -57,9 +57,12 @@ def test_rent_and_destroy_with_keys_in_simulate_mode(tmp_path: Path, size) -> No
         pane.wait_for(OFFER_ROW, timeout=START_TIMEOUT, what="offer rows")
 
         pane.send_keys("r")
-        screen = pane.wait_for("Rent offer", timeout=KEY_TIMEOUT, what="the rent dialog")
+        screen = pane.wait_for(
+            lambda s: "Rent offer" in s and "vastai create instance" in s,
+            timeout=KEY_TIMEOUT,
+            what="the rent dialog with its CLI line",
+        )
         assert "/h while running" in screen and "Storage:" in screen
-        assert "vastai create instance" in screen
         pane.send_keys("Tab", "Enter")  # Cancel has the focus: Tab to Rent first
         screen = pane.wait_for(INSTANCE_ROW, timeout=KEY_TIMEOUT, what="the instance running")
         match = INSTANCE_ROW.search(screen)
@@ -70,8 +73,10 @@ def test_rent_and_destroy_with_keys_in_simulate_mode(tmp_path: Path, size) -> No
 
         pane.send_keys("Tab")  # from the offers to the instances
         pane.send_keys("x")
-        screen = pane.wait_for("Destroy instance", timeout=KEY_TIMEOUT, what="destroy dialog")
-        assert f"vastai destroy instance {instance_id}" in screen
+        # The dialog's last line is the equivalent CLI command: wait for it, not just the title.
+        pane.wait_for(
+            f"vastai destroy instance {instance_id}", timeout=KEY_TIMEOUT, what="destroy dialog"
+        )
         pane.send_keys("Tab", "Enter")
         pane.wait_for(
             # The "destroyed" notification can cover the end of the audit line: match its start.

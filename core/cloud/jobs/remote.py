@@ -310,13 +310,16 @@ def status_script(paths: JobPaths) -> str:
         'pid=$(cat "$D/job.pid" 2>/dev/null)\n'
         'echo "pid=$pid"\n'
         'echo "phase=$(cat "$D/job.phase" 2>/dev/null)"\n'
-        'echo "log=$(wc -c < "$D/job.log" 2>/dev/null | tr -d \' \')"\n'
         "alive=0\n"
         'if [ -n "$pid" ] && rigdeck_alive "$pid"; then alive=1; fi\n'
         'echo "alive=$alive"\n'
         # Read after the liveness check: the job writes its exit code before it exits, so a
         # job found dead here has its code on disk now, or was killed before it could write.
         'echo "exit=$(cat "$D/job.exit" 2>/dev/null)"\n'
+        # The log's size last: the exit code is written after the job's last log line, so a
+        # probe that reads an exit code also reads the final size, and a follower that stops at
+        # that size has every line.
+        'echo "log=$(wc -c < "$D/job.log" 2>/dev/null | tr -d \' \')"\n'
     )
 
 
