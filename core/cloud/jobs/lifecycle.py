@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, cast, get_args
 
 from rigdeck.core.config import data_dir
 from rigdeck.core.errors import RigdeckError
@@ -36,18 +36,7 @@ JobState = Literal[
     "recovering",
     "destroyed",
 ]
-JOB_STATES: tuple[JobState, ...] = (
-    "requested",
-    "provisioning",
-    "syncing",
-    "running",
-    "collecting",
-    "done",
-    "failed",
-    "preempted",
-    "recovering",
-    "destroyed",
-)
+JOB_STATES: tuple[JobState, ...] = get_args(JobState)
 
 TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
     "requested": frozenset({"provisioning", "running", "failed", "destroyed"}),
