@@ -155,8 +155,9 @@ def test_a_small_model_pays_per_block_overheads(models: dict[str, Path]) -> None
     rates = bench_rates(models["8b"], 3.0, 20.0)
     info = read_model_info(models["small"])
     decode_bytes, _, _ = cpu_work(info)
-    bytes_only = 1 / (
-        decode_bytes / (2 * rates.decode_bytes_per_thread_s) + decode_bytes / rates.memory_bandwidth
+    bytes_only = 1 / speed.overlap(
+        decode_bytes / (2 * rates.decode_bytes_per_thread_s),
+        speed.memory_seconds(decode_bytes, rates.memory_bandwidth),
     )
     p = fit(info, cpu_budget(rates), RunSettings(n_ctx=1024))
     assert p.decode_tps < 0.9 * bytes_only

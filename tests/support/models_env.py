@@ -14,6 +14,7 @@ from textual.theme import Theme
 from textual.widgets import Footer
 
 from rigdeck.core.config import Settings, load_settings
+from rigdeck.core.models.run.calibrate import RATES_VERSION
 from rigdeck.core.state import AppState
 from rigdeck.core.telemetry.snapshot import Snapshot
 from rigdeck.core.themes import builtin_themes
@@ -53,7 +54,13 @@ def write_calibrations(folder: Path) -> None:
             {**CALIBRATION, "threads": max(1, os.cpu_count() or 1), "measured_at": time.time()}
         )
     )
-    rates = {fingerprint().key: {"measured_at": time.time(), "rates": LLAMA_RATES}}
+    rates = {
+        fingerprint().key: {
+            "measured_at": time.time(),
+            "version": RATES_VERSION,
+            "rates": LLAMA_RATES,
+        }
+    }
     (folder / "llama_calibration.json").write_text(json.dumps(rates))
 
 

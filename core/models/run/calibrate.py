@@ -31,6 +31,8 @@ PROMPT_TOKENS = 256
 DECODE_TOKENS = 48
 REPETITIONS = 2
 MAX_AGE_S = 30 * 86400
+# Rates derived under another speed model mean something else: a new formula, a new measurement.
+RATES_VERSION = 2
 
 
 def default_cache_path() -> Path:
@@ -115,6 +117,8 @@ def cached_rates(
     entry = _read(cache_path or default_cache_path()).get(machine_key or fingerprint().key)
     if not isinstance(entry, dict) or time.time() - float(entry.get("measured_at", 0)) > max_age_s:
         return None
+    if entry.get("version") != RATES_VERSION:
+        return None
     try:
         return speed.CpuRates(**entry["rates"])
     except (KeyError, TypeError):
@@ -126,7 +130,11 @@ def store_rates(
 ) -> None:
     path = cache_path or default_cache_path()
     doc = _read(path)
-    doc[machine_key or fingerprint().key] = {"measured_at": time.time(), "rates": asdict(rates)}
+    doc[machine_key or fingerprint().key] = {
+        "measured_at": time.time(),
+        "version": RATES_VERSION,
+        "rates": asdict(rates),
+    }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
