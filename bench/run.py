@@ -148,26 +148,39 @@ def compare(model_path: Path, args: argparse.Namespace, *, gpu: bool) -> bool:
     import llama_cpp.llama_cpp as lowlevel
 
     from rigdeck.core.machine import process_gpu_memory_bytes
+    from rigdeck.core.models.fit.budget import default_batch_threads, default_threads
     from rigdeck.core.models.run.bench import measure
     from rigdeck.core.models.run.loader import llama_kwargs, load_model
     from rigdeck.core.models.run.plan import ChatMessage, RunPlan, Sampling
     from rigdeck.core.units import format_bytes
 
+    # rigdeck's own thread choice against what a user of bare llama.cpp gets: its default is one
+    # thread per physical core for both generation and batches. --threads pins both sides.
     plan = RunPlan(
         str(model_path),
         gpu_layers=-1 if gpu else 0,
         n_ctx=max(args.n_prompt, args.n_gen) + 512,
-        n_threads=args.threads,
+        n_threads=args.threads or default_threads(),
+        n_threads_batch=args.threads or default_batch_threads(),
     )
+    bare_threads = args.threads or default_threads()
+    bare_kwargs = {
+        **llama_kwargs(plan),
+        "n_threads": bare_threads,
+        "n_threads_batch": bare_threads,
+    }
     where = "GPU, all layers" if gpu else "CPU"
-    threads = args.threads or "llama-cpp-python's default"
-    print(f"\n== {model_path.name}: {where}, threads {threads}, {args.reps} interleaved repeats")
+    print(
+        f"\n== {model_path.name}: {where}, threads rigdeck {plan.n_threads}/"
+        f"{plan.n_threads_batch} (generation/batch), bare {bare_threads}/{bare_threads}"
+        f" (llama.cpp's default: one per physical core), {args.reps} interleaved repeats"
+    )
 
     vram_before = process_gpu_memory_bytes()
     ours = load_model(plan, kind="bench")
     vram_ours = _grown(vram_before, process_gpu_memory_bytes())
     vram_before = process_gpu_memory_bytes()
-    bare = llama_cpp.Llama(model_path=str(model_path), **llama_kwargs(plan))
+    bare = llama_cpp.Llama(model_path=str(model_path), **bare_kwargs)
     vram_bare = _grown(vram_before, process_gpu_memory_bytes())
     if gpu:
         dev = ours.load_stats.device_buffer_bytes
@@ -343,6 +356,7 @@ async def _pane_compare(model_path: Path, args: argparse.Namespace, home: Path) 
     from textual.await_complete import AwaitComplete
     from textual.widgets import Input, TextArea
 
+    from rigdeck.core.models.fit.budget import default_threads
     from rigdeck.core.models.run.loader import llama_kwargs
     from rigdeck.tui.app import RigdeckApp
     from rigdeck.tui.panes.chat import ChatPane
@@ -412,7 +426,10 @@ async def _pane_compare(model_path: Path, args: argparse.Namespace, home: Path) 
             ):
                 app.query_one(f"#chat-{name}", Input).value = value
             sampling = app.query_one(ChatOptions).sampling()
-            bare = llama_cpp.Llama(model_path=str(model_path), **llama_kwargs(plan))
+            bare_threads = args.threads or default_threads()
+            bare_kwargs = {**llama_kwargs(plan), "n_threads": bare_threads}
+            bare_kwargs["n_threads_batch"] = bare_threads
+            bare = llama_cpp.Llama(model_path=str(model_path), **bare_kwargs)
             bare_sampling = {
                 "temperature": sampling.temperature,
                 "top_p": sampling.top_p,
@@ -426,7 +443,8 @@ async def _pane_compare(model_path: Path, args: argparse.Namespace, home: Path) 
             where = f"GPU layers {plan.gpu_layers}" if plan.gpu_layers else "CPU"
             print(
                 f"\n== chat pane, {model_path.name}: the app headless at"
-                f" {PANE_SIZE[0]}x{PANE_SIZE[1]}, {where}, threads {plan.n_threads or 'default'},"
+                f" {PANE_SIZE[0]}x{PANE_SIZE[1]}, {where}, threads {plan.n_threads}/"
+                f"{plan.batch_threads} (bare: {bare_threads}, llama.cpp's default),"
                 f" context {plan.n_ctx}, greedy, {args.chat_tokens} max tokens,"
                 f" {args.reps} interleaved repeats"
             )
