@@ -49,8 +49,14 @@ def test_chat_conversation(snap_compare, tmp_path):
             n_ctx=4096,
             predicted_ram_bytes=399_000_000,
             predicted_decode_tps=91.0,
+            predicted_buffers=(("CPU KV", 94_000_000), ("CPU weights", 97_000_000)),
         )
-        load = LoadStats(load_seconds=0.4, host_rss_delta_bytes=223_000_000, gpu_bytes=None)
+        load = LoadStats(
+            load_seconds=0.4,
+            host_rss_delta_bytes=223_000_000,
+            gpu_bytes=None,
+            llama_buffers={"CPU_Mapped model": 96_600_000, "CPU KV": 94_000_000},
+        )
         reply = GenerationStats(
             prompt_tokens=40,
             prompt_tokens_evaluated=40,

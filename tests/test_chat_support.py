@@ -59,11 +59,23 @@ def test_progress_only_moves_forward_across_phases() -> None:
     )
 
 
-def test_measured_beside_predicted_on_the_cpu() -> None:
-    plan = RunPlan("m.gguf", predicted_ram_bytes=400 * MiB, predicted_decode_tps=91.0)
-    load = LoadStats(load_seconds=0.5, host_rss_delta_bytes=210 * MiB, gpu_bytes=None)
+def test_memory_is_compared_like_for_like_and_rss_stands_apart() -> None:
+    plan = RunPlan(
+        "m.gguf",
+        predicted_ram_bytes=400 * MiB,
+        predicted_decode_tps=91.0,
+        predicted_buffers=(("CPU KV", 90 * MiB), ("CPU weights", 290 * MiB)),
+    )
+    load = LoadStats(
+        load_seconds=0.5,
+        host_rss_delta_bytes=210 * MiB,
+        gpu_bytes=None,
+        llama_buffers={"CPU_Mapped model": 288 * MiB, "CPU KV": 90 * MiB},
+    )
+    # RSS grew about half the prediction: shown apart, never as a 2x miss.
     assert measured_line(plan, load) == (
-        "predicted 400.0 MiB / measured 210.0 MiB, tok/s after the first reply (predicted 91)"
+        "predicted 380.0 MiB / llama.cpp 378.0 MiB · RSS +210.0 MiB (mapped file pages: not a"
+        " buffer), tok/s after the first reply (predicted 91)"
     )
     reply = GenerationStats(
         prompt_tokens=10,
@@ -81,7 +93,25 @@ def test_measured_beside_predicted_on_the_cpu() -> None:
     assert reply_line(reply) == "20 tokens, prompt 200 tok/s, decode 76.4 tok/s · stopped"
 
 
-def test_gpu_memory_falls_back_to_llama_buffers_without_nvml() -> None:
+def test_a_split_load_is_compared_per_device() -> None:
+    plan = RunPlan(
+        "m.gguf",
+        gpu_layers=20,
+        predicted_buffers=(("CPU weights", 2048 * MiB), ("GPU0 weights", 3 * 1024 * MiB)),
+    )
+    load = LoadStats(
+        load_seconds=2.0,
+        host_rss_delta_bytes=250 * MiB,
+        gpu_bytes=None,
+        llama_buffers={"CUDA0 model": 3 * 1024 * MiB, "CPU_Mapped model": 1800 * MiB},
+    )
+    line = measured_line(plan, load)
+    assert line.startswith(
+        "GPU0 predicted 3.0 GiB / llama.cpp 3.0 GiB · CPU predicted 2.0 GiB / llama.cpp 1.8 GiB"
+    )
+
+
+def test_without_llama_report_the_gpu_falls_back_to_its_buffers() -> None:
     plan = RunPlan(
         "m.gguf", gpu_layers=-1, predicted_vram_bytes=5 * 1024 * MiB, predicted_ram_bytes=300 * MiB
     )
@@ -92,7 +122,7 @@ def test_gpu_memory_falls_back_to_llama_buffers_without_nvml() -> None:
         llama_buffers={"CUDA0 model": 4 * 1024 * MiB, "CPU_Mapped model": 50 * MiB},
     )
     line = measured_line(plan, load)
-    assert line.startswith("GPU predicted 5.0 GiB / measured 4.0 GiB · RAM predicted 300.0 MiB")
+    assert line.startswith("GPU predicted 5.0 GiB / measured 4.0 GiB · RSS +250.0 MiB")
 
 
 def test_saved_chat_names_are_safe_and_sortable() -> None:

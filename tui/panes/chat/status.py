@@ -96,25 +96,18 @@ def progress_text(name: str, phase: str, fraction: float) -> str:
 
 
 def measured_line(plan: RunPlan, load: LoadStats, reply: GenerationStats | None = None) -> str:
-    """ "predicted 5.1 GiB / measured 5.0 GiB, 38 tok/s (predicted 41)" for a loaded model.
+    """ "predicted 380 MiB / llama.cpp 378 MiB · RSS +205 MiB (...), 38 tok/s (predicted 41)".
 
-    The GPU figure is what NVML charges to this process (llama.cpp's own buffer sizes where
-    NVML cannot see it); the host figure is the resident memory the load added.
+    Memory is like for like: the fit's buffers against the buffers llama.cpp reported, per
+    device. The resident memory the load added is its own figure: it counts mapped file pages
+    and repacked copies, so it is never set against the prediction as if it were an error.
+    Without llama.cpp's report (an older build), NVML's figure for the GPU stands in.
     """
-    parts: list[str] = []
-    gpu_measured = (
-        load.gpu_bytes if load.gpu_bytes is not None else (load.device_buffer_bytes or None)
-    )
-    if plan.predicted_vram_bytes or gpu_measured:
-        parts.append(
-            f"GPU predicted {_size(plan.predicted_vram_bytes)} / measured {_size(gpu_measured)}"
-        )
-    label = "RAM " if parts else ""
-    parts.append(
-        f"{label}predicted {_size(plan.predicted_ram_bytes)}"
-        f" / measured {_size(load.host_rss_delta_bytes)}"
-    )
-    line = " · ".join(parts)
+    if plan.predicted_buffers and load.llama_buffers:
+        line = _buffers_part(plan, load)
+    else:
+        line = _fallback_part(plan, load)
+    line += f" · RSS +{_size(load.host_rss_delta_bytes)} (mapped file pages: not a buffer)"
     if reply is not None and reply.decode_tps:
         line += f", {words.tps(reply.decode_tps)} tok/s"
     elif reply is None:
@@ -122,6 +115,32 @@ def measured_line(plan: RunPlan, load: LoadStats, reply: GenerationStats | None 
     if plan.predicted_decode_tps:
         line += f" (predicted {words.tps(plan.predicted_decode_tps)})"
     return line
+
+
+def _buffers_part(plan: RunPlan, load: LoadStats) -> str:
+    from rigdeck.core.models.run.memory import compare_memory
+
+    cmp = compare_memory(dict(plan.predicted_buffers), load.llama_buffers)
+    devices: dict[str, list[int]] = {}
+    for key in cmp.keys:
+        device = key.partition(" ")[0]
+        totals = devices.setdefault(device, [0, 0])
+        totals[0] += cmp.predicted.get(key, 0)
+        totals[1] += cmp.reported.get(key, 0)
+    named = len(devices) > 1
+    return " · ".join(
+        f"{device + ' ' if named else ''}predicted {_size(want)} / llama.cpp {_size(got)}"
+        for device, (want, got) in devices.items()
+    )
+
+
+def _fallback_part(plan: RunPlan, load: LoadStats) -> str:
+    gpu_measured = (
+        load.gpu_bytes if load.gpu_bytes is not None else (load.device_buffer_bytes or None)
+    )
+    if plan.predicted_vram_bytes or gpu_measured:
+        return f"GPU predicted {_size(plan.predicted_vram_bytes)} / measured {_size(gpu_measured)}"
+    return f"RAM predicted {_size(plan.predicted_ram_bytes)}"
 
 
 def ended(finish_reason: Literal["stop", "length", "cancelled"]) -> str:
