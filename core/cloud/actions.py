@@ -92,10 +92,15 @@ def rent(
     *,
     caps: Caps,
     project: str = "",
+    job: str = "",
     clock: Clock = utc_now,
     find: Backoff = FIND_BY_LABEL,
 ) -> LedgerInstance:
-    """Create one instance and record it; `CreateUncertain` only when it may exist unseen."""
+    """Create one instance and record it; `CreateUncertain` only when it may exist unseen.
+
+    ``project`` is the user's tag (spend and budgets per project); ``job`` the job it is rented
+    for (how the job finds it again after a crash). Both go into the intent, so an instance
+    adopted later by its label keeps them."""
     data: dict[str, Any] = {
         "offer_id": request.offer_id,
         "image": request.image,
@@ -103,6 +108,7 @@ def rent(
         "bid": request.bid,
         "caps": {"max_usd": caps.max_usd, "max_hours": caps.max_hours, "idle": caps.idle_minutes},
         "project": project,
+        "job": job,
         "pid": os.getpid(),
         "host": socket.gethostname(),
     }
@@ -140,7 +146,8 @@ def rent(
             ) from None
         return _record_created(
             ledger, seq, request, found.id, found, source="adopted", caps=caps, project=project,
-            now=clock(), detail="the create got no answer; found by its label and adopted",
+            job=job, now=clock(),
+            detail="the create got no answer; found by its label and adopted",
         )  # fmt: skip
     except CloudError as exc:
         ledger.outcome(seq, at=clock(), ok=False, detail=f"create refused: {exc}")
@@ -151,7 +158,7 @@ def rent(
         read = None  # created for sure; the next reconcile fills in what this read would have
     return _record_created(
         ledger, seq, request, instance_id, read, source="rigdeck", caps=caps, project=project,
-        now=clock(), detail=f"created instance {instance_id}",
+        job=job, now=clock(), detail=f"created instance {instance_id}",
     )  # fmt: skip
 
 
@@ -178,13 +185,18 @@ def _record_created(
     source: Source,
     caps: Caps,
     project: str,
+    job: str,
     now: datetime,
     detail: str,
 ) -> LedgerInstance:
     if read is not None:
-        row = new_row(read, source=source, now=now, request=request, caps=caps, project=project)
+        row = new_row(
+            read, source=source, now=now, request=request, caps=caps, project=project, job=job
+        )
     else:
-        row = unread_row(instance_id, request, source=source, now=now, caps=caps, project=project)
+        row = unread_row(
+            instance_id, request, source=source, now=now, caps=caps, project=project, job=job
+        )
     with ledger.write() as tx:
         # The outcome and the row land together; if a reconcile got there first (it adopted the
         # label), its row stands and this answer is not written twice.

@@ -23,6 +23,8 @@ from rigdeck.core.cloud.ledger_schema import (
     event_from,
     instance_from,
     instance_row,
+    job_of,
+    migrate,
 )
 from rigdeck.core.cloud.ledger_values import (
     CLOSED_STATES,
@@ -54,6 +56,7 @@ __all__ = [
     "StateChange",
     "default_ledger_path",
     "iso",
+    "job_of",
     "parse_iso",
 ]
 
@@ -339,6 +342,14 @@ class Ledger(LedgerReads):
                 # WAL is a property of the file; set once, every later connection inherits it.
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.executescript(SCHEMA)
+                # Two processes may open an old ledger at once: the write lock makes one migrate.
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    migrate(conn)
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
         except (OSError, sqlite3.Error) as exc:
             raise LedgerError(f"cannot open the cloud ledger {self.path}: {exc}") from None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from typing import Any
 
@@ -41,7 +42,8 @@ CREATE TABLE IF NOT EXISTS instances (
     busy_at TEXT,
     seen_at TEXT,
     status_message TEXT,
-    outbid INTEGER NOT NULL DEFAULT 0
+    outbid INTEGER NOT NULL DEFAULT 0,
+    job TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS instances_open ON instances (closed_at);
 CREATE INDEX IF NOT EXISTS instances_label ON instances (label);
@@ -78,10 +80,39 @@ CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
 CREATE TABLE IF NOT EXISTS credits (at TEXT NOT NULL, balance_usd REAL NOT NULL);
 """
 
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring a ledger written by an older rigdeck up to this schema (inside a write transaction).
+
+    Before the ``job`` column, the job code was the only writer of ``project`` and stored the
+    job id there; those values move to ``job``, so old rows read as untagged rentals of their
+    job. A row an older rigdeck writes after this (job empty, project a job id) is still found:
+    `job_of` falls back to the project for rows with no job.
+    """
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(instances)")}
+    if "job" not in columns:
+        conn.execute("ALTER TABLE instances ADD COLUMN job TEXT NOT NULL DEFAULT ''")
+        rows = conn.execute("SELECT id, project FROM instances WHERE project != ''").fetchall()
+        moved = [(p, i) for i, p in rows if _JOB_ID.search(p)]
+        conn.executemany("UPDATE instances SET job = ?, project = '' WHERE id = ?", moved)
+
+
+_JOB_ID = re.compile(r"-\d{8}-\d{6}-[0-9a-f]{4}$")
+"""The tail of a job id (`lifecycle.new_job_id`): what an older rigdeck wrote as the project."""
+
+
+def job_of(row: LedgerInstance) -> str:
+    """The job a row was rented for. A row with no job but a job id as its project was written
+    by an older rigdeck (still running beside this one), which kept the job id there."""
+    if row.job:
+        return row.job
+    return row.project if _JOB_ID.search(row.project) else ""
+
+
 INSTANCE_COLUMNS = (
     "id, label, source, state, created_at, gpu_name, num_gpus, dph, storage_dph, image, disk_gb, "
     "bid, interruptible, offer_id, closed_at, closed_reason, usd, max_usd, max_hours, "
-    "idle_minutes, project, gpu_util, busy_at, seen_at, status_message, outbid"
+    "idle_minutes, project, gpu_util, busy_at, seen_at, status_message, outbid, job"
 )
 
 
@@ -92,7 +123,7 @@ def instance_row(i: LedgerInstance) -> tuple[Any, ...]:
         None if i.closed_at is None else iso(i.closed_at), i.closed_reason, i.usd,
         i.caps.max_usd, i.caps.max_hours, i.caps.idle_minutes, i.project, i.gpu_util,
         None if i.busy_at is None else iso(i.busy_at),
-        None if i.seen_at is None else iso(i.seen_at), i.status_message, int(i.outbid),
+        None if i.seen_at is None else iso(i.seen_at), i.status_message, int(i.outbid), i.job,
     )  # fmt: skip
 
 
@@ -124,6 +155,7 @@ def instance_from(row: sqlite3.Row) -> LedgerInstance:
         seen_at=parse_iso(row["seen_at"]),
         status_message=row["status_message"],
         outbid=bool(row["outbid"]),
+        job=row["job"],
     )
 
 

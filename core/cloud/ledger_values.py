@@ -62,6 +62,7 @@ class LedgerInstance:
     """$ spent so far, as last computed from the billing timeline (reconcile, guard)."""
     caps: Caps = field(default_factory=Caps)
     project: str = ""
+    """The user's tag (`rigdeck cloud rent --project`, a job spec's ``project``); "" untagged."""
     gpu_util: float | None = None
     busy_at: datetime | None = None
     """Last time its GPUs were seen in use (or it started running): idle counts from here."""
@@ -69,6 +70,8 @@ class LedgerInstance:
     """Last time the provider's list showed it."""
     status_message: str | None = None
     outbid: bool = False
+    job: str = ""
+    """The job it was rented for ("" for a rental of its own): how a job finds its instance."""
 
     @property
     def open(self) -> bool:

@@ -22,6 +22,7 @@ def new_row(
     offer_id: int | None = None,
     caps: Caps | None = None,
     project: str = "",
+    job: str = "",
 ) -> LedgerInstance:
     """A first ledger row for an instance the provider just listed or created."""
     return LedgerInstance(
@@ -46,6 +47,7 @@ def new_row(
         seen_at=now,
         status_message=inst.status_message,
         outbid=inst.outbid,
+        job=job,
     )
 
 
@@ -57,6 +59,7 @@ def unread_row(
     now: datetime,
     caps: Caps,
     project: str,
+    job: str = "",
 ) -> LedgerInstance:
     """A row for a create whose instance could not be read back yet (reconcile fills it in)."""
     return LedgerInstance(
@@ -73,6 +76,7 @@ def unread_row(
         caps=caps,
         project=project,
         busy_at=now,
+        job=job,
     )
 
 

@@ -94,6 +94,17 @@ def _caps_of(intent: RentIntent) -> Caps:
     return Caps(float(c.get("max_usd", 0)), float(c.get("max_hours", 0)), float(c.get("idle", 0)))
 
 
+def _job_of(intent: RentIntent) -> str:
+    # An older rigdeck's intent has no "job": it kept the job id in "project".
+    if "job" in intent.data:
+        return str(intent.data.get("job") or "")
+    return str(intent.data.get("project") or "")
+
+
+def _project_of(intent: RentIntent) -> str:
+    return str(intent.data.get("project") or "") if "job" in intent.data else ""
+
+
 def reconcile(
     provider: Provider,
     ledger: Ledger,
@@ -174,7 +185,7 @@ def _apply(
             inst = matches[0]
             row = new_row(
                 inst, source="adopted", now=now, request=_request_of(intent),
-                caps=_caps_of(intent), project=str(intent.data.get("project") or ""),
+                caps=_caps_of(intent), project=_project_of(intent), job=_job_of(intent),
             )  # fmt: skip
             tx.put_instance(row)
             rows[row.id] = row

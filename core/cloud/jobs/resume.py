@@ -2,7 +2,7 @@
 (killed, laptop closed) or after a preemption nobody was watching.
 
 The store says where the job was; the ledger says what was rented for it (its rows carry the job
-id as their project), so an instance rented just before the crash is found and used, never
+id in their job column), so an instance rented just before the crash is found and used, never
 rented twice. The start script is idempotent: a job already started is reported, not doubled.
 """
 
@@ -21,6 +21,7 @@ from rigdeck.core.cloud.jobs.steps import (
     wait_ready,
 )
 from rigdeck.core.cloud.jobs.targets import close_target, local_target, open_target, plan_run
+from rigdeck.core.cloud.ledger import job_of
 from rigdeck.core.errors import RigdeckError
 
 
@@ -28,7 +29,7 @@ def rented_for(ctx: JobContext, job: Job) -> int | None:
     """The open instance the ledger holds for this job, if any (newest)."""
     if ctx.ledger is None:
         return None
-    rows = [r for r in ctx.ledger.instances(open_only=True) if r.project == job.id]
+    rows = [r for r in ctx.ledger.instances(open_only=True) if job_of(r) == job.id]
     return max(rows, key=lambda r: r.created_at).id if rows else None
 
 

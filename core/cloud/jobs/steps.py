@@ -20,7 +20,7 @@ from rigdeck.core.cloud.jobs.lifecycle import Job, JobState
 from rigdeck.core.cloud.jobs.remote import LaunchResult
 from rigdeck.core.cloud.jobs.spec import JobSpec
 from rigdeck.core.cloud.jobs.targets import JobTarget, plan_run, ssh_target
-from rigdeck.core.cloud.ledger import Caps
+from rigdeck.core.cloud.ledger import Caps, job_of
 from rigdeck.core.cloud.provider import CloudError, Offer, RentRequest, new_label
 from rigdeck.core.cloud.readiness import InstanceFailed, PhaseReached, ReadinessTimeout
 from rigdeck.core.cloud.readiness import wait_until_ready as _wait_until_ready
@@ -106,6 +106,15 @@ def caps_for(ctx: JobContext, spec: JobSpec) -> Caps:
     )
 
 
+def project_for(ctx: JobContext, job: Job, spec: JobSpec) -> str:
+    """The job's project tag: what its earlier rentals carried, else the spec's."""
+    if ctx.ledger is not None:
+        earlier = [r for r in ctx.ledger.instances() if job_of(r) == job.id]
+        if earlier:
+            return min(earlier, key=lambda r: r.created_at).project
+    return spec.project
+
+
 def rent_request(ctx: JobContext, spec: JobSpec, offer: Offer) -> RentRequest:
     return RentRequest(
         offer_id=offer.id,
@@ -122,8 +131,9 @@ def rent_request(ctx: JobContext, spec: JobSpec, offer: Offer) -> RentRequest:
 def rent_for(ctx: JobContext, job: Job, spec: JobSpec, offer: Offer) -> Job:
     """Rent ``offer`` for the job (the job must be in provisioning); the job with its target.
 
-    The ledger row carries the job id as its project, so a crash between the create and the
-    jobs store write is resolved by finding the instance whose project is the job.
+    The ledger row carries the job id in its job column, so a crash between the create and the
+    jobs store write is resolved by finding the instance rented for the job; its project is the
+    spec's tag (kept from the job's first rental, so a recovery bills the same project).
     """
     provider, ledger = ctx.cloud_parts()
     keys = ctx.key_pair()
@@ -134,8 +144,9 @@ def rent_for(ctx: JobContext, job: Job, spec: JobSpec, offer: Offer) -> Job:
     request = rent_request(ctx, spec, offer)
     ctx.emit(job.id, "offer", f"renting offer {offer.id}", offer=offer.id, label=request.label)
     row = actions.rent(
-        provider, ledger, request, caps=caps_for(ctx, spec), project=job.id, clock=ctx.clock
-    )
+        provider, ledger, request, caps=caps_for(ctx, spec), project=project_for(ctx, job, spec),
+        job=job.id, clock=ctx.clock,
+    )  # fmt: skip
     job = ctx.store.update(job.id, target=row.id)
     record(ctx, job, f"job {job.id}: rented instance {row.id}", row.id)
     ctx.emit(job.id, "rented", f"rented instance {row.id}", instance=row.id, offer=offer.id)
@@ -306,7 +317,7 @@ def job_usd(ctx: JobContext, job: Job) -> float:
     """$ billed for every instance rented for the job (the ledger's timeline)."""
     if ctx.ledger is None or job.local:
         return 0.0
-    rows = [r for r in ctx.ledger.instances() if r.project == job.id]
+    rows = [r for r in ctx.ledger.instances() if job_of(r) == job.id]
     if not rows:
         return job.usd
     steps = ctx.ledger.state_changes([r.id for r in rows])
