@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,17 @@ ENV_PREFIX = "RIGDECK_"
 
 def _doc(text: str, **kwargs: Any) -> Any:
     return field(metadata={"doc": text}, **kwargs)
+
+
+PROJECT_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
+PROJECT_TAG_RULE = (
+    "use letters, digits, '.', '_' or '-' (up to 32, starting with a letter or digit)"
+)
+
+
+def is_project_tag(tag: str) -> bool:
+    """A project tag as the ledger, the config and the job specs accept it."""
+    return bool(PROJECT_TAG.match(tag))
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,24 @@ class ModelSettings:
 
 
 @dataclass(frozen=True)
+class ProjectBudget:
+    """One ``[cloud.projects.TAG]`` table: budgets for the rentals tagged TAG."""
+
+    daily_budget_usd: float = _doc("This project's budget per day in $ (0: none).", default=0.0)
+    monthly_budget_usd: float = _doc(
+        "This project's budget per calendar month in $ (0: none).", default=0.0
+    )
+    on_budget: str = _doc(
+        "What the guard does when this project reaches a budget: warn (a line, nothing "
+        "touched) or stop (stop this project's running instances; their storage still bills).",
+        default="warn",
+    )
+
+
+PROJECT_ON_BUDGET = ("warn", "stop")
+
+
+@dataclass(frozen=True)
 class CloudSettings:
     provider: str = _doc("GPU cloud provider (today: vast).", default="vast")
     api_url: str = _doc(
@@ -108,6 +137,12 @@ class CloudSettings:
     ssh_user: str = _doc(
         "User rigdeck logs in as on a rented instance over SSH (Vast images: root).",
         default="root",
+    )
+    projects: Mapping[str, ProjectBudget] = _doc(
+        "Budgets per project tag (`rigdeck cloud rent --project TAG`, a job spec's project): "
+        "one [cloud.projects.TAG] table each, with daily_budget_usd, monthly_budget_usd and "
+        "on_budget. 80% warns, 100% alerts; they count inside the total budgets above.",
+        default_factory=dict,
     )
 
 
@@ -198,6 +233,11 @@ def documented_keys() -> dict[str, dict[str, str]]:
     }
 
 
+def documented_project_keys() -> dict[str, str]:
+    """The keys of a ``[cloud.projects.TAG]`` table with their docs."""
+    return {f.name: f.metadata.get("doc", "") for f in fields(ProjectBudget)}
+
+
 def load_settings(
     path: str | os.PathLike[str] | None = None,
     *,
@@ -272,8 +312,73 @@ def _read_file(path: Path) -> dict[str, dict[str, Any]]:
                     f"{path}:{key_line}:1: unknown key {key!r} in [{section}]; expected one of "
                     + ", ".join(sorted(known))
                 )
+            if (section, key) == ("cloud", "projects"):
+                values[section][key] = _check_projects(
+                    value, lambda tag, sub: f"{path}:{_project_line(text, tag, sub)}:1"
+                )
+                continue
             values[section][key] = _check(section, key, value, where=f"{path}:{key_line}:1")
     return values
+
+
+def _project_line(text: str, tag: str | None, key: str | None) -> int:
+    """The line of ``[cloud.projects.TAG]`` (or of a key in it): tomllib keeps no positions."""
+    quoted = "" if tag is None else rf"\.\s*['\"]?{re.escape(tag)}['\"]?"
+    header = re.search(rf"^[ \t]*\[[ \t]*cloud\s*\.\s*projects{quoted}\s*\]", text, re.MULTILINE)
+    if header is None:
+        return _find_line(text, r"^[ \t]*projects\s*=")
+    line = text.count("\n", 0, header.start()) + 1
+    if key is None:
+        return line
+    rest = text[header.end() :]
+    stop = re.search(r"^[ \t]*\[", rest, re.MULTILINE)
+    body = rest[: stop.start()] if stop else rest
+    found = re.search(rf"^[ \t]*['\"]?{re.escape(key)}['\"]?\s*=", body, re.MULTILINE)
+    return line if found is None else line + body.count("\n", 0, found.start())
+
+
+def _check_projects(
+    value: Any, where: Callable[[str | None, str | None], str]
+) -> dict[str, ProjectBudget]:
+    """``[cloud.projects.TAG]`` tables as budgets; ``where(tag, key)`` names the spot of a fault."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"{where(None, None)}: cloud.projects: expected [cloud.projects.TAG] tables, "
+            f"got {value!r}"
+        )
+    known = {f.name for f in fields(ProjectBudget)}
+    out: dict[str, ProjectBudget] = {}
+    for tag, table in value.items():
+        name = f"cloud.projects.{tag}"
+        if not is_project_tag(tag):
+            raise ConfigError(
+                f"{where(tag, None)}: {name}: {tag!r} is not a project tag; {PROJECT_TAG_RULE}"
+            )
+        if not isinstance(table, Mapping):
+            raise ConfigError(
+                f"{where(tag, None)}: {name}: expected a table ([{name}]), got {table!r}"
+            )
+        checked: dict[str, Any] = {}
+        for key, item in table.items():
+            at = where(tag, key)
+            if key not in known:
+                raise ConfigError(
+                    f"{at}: unknown key {key!r} in [{name}]; expected one of "
+                    + ", ".join(sorted(known))
+                )
+            if key == "on_budget":
+                if item not in PROJECT_ON_BUDGET:
+                    raise ConfigError(
+                        f"{at}: {name}.{key}: expected one of {', '.join(PROJECT_ON_BUDGET)}, "
+                        f"got {item!r}"
+                    )
+            elif isinstance(item, bool) or not isinstance(item, int | float):
+                raise ConfigError(f"{at}: {name}.{key}: expected a number, got {item!r}")
+            elif item < 0:
+                raise ConfigError(f"{at}: {name}.{key}: expected 0 (none) or more, got {item!r}")
+            checked[key] = item if key == "on_budget" else float(item)
+        out[tag] = ProjectBudget(**checked)
+    return out
 
 
 def _find_line(text: str, pattern: str) -> int:
@@ -303,6 +408,10 @@ def _default_of(section: str, key: str) -> Any:
 
 
 def _check(section: str, key: str, value: Any, *, where: str) -> Any:
+    if (section, key) == ("cloud", "projects"):
+        if isinstance(value, Mapping) and all(isinstance(v, ProjectBudget) for v in value.values()):
+            return dict(value)
+        return _check_projects(value, lambda _tag, _key: where)
     default = _default_of(section, key)
     name = f"{section}.{key}"
     if isinstance(default, bool):

@@ -45,6 +45,12 @@ def add_parsers(sub: Any) -> None:
     rent.add_argument("--bid", type=float, metavar="USD", help="interruptible at this $/h bid")
     rent.add_argument("--max-usd", type=float, metavar="X", help="cap in $ (guard acts at it)")
     rent.add_argument("--max-hours", type=float, metavar="H", help="cap in hours")
+    rent.add_argument(
+        "--project",
+        metavar="TAG",
+        default="",
+        help="project tag: spend and [cloud.projects.TAG] budgets per project",
+    )
     rent.add_argument("--yes", action="store_true", help="do not ask")
     rent.add_argument("--no-guard", action="store_true", help="do not start the budget guard")
     rent.add_argument("--json", action="store_true")

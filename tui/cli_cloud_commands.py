@@ -9,12 +9,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rigdeck.core.cloud import actions
+from rigdeck.core.cloud.budgets import reached_for
 from rigdeck.core.cloud.ledger import Caps
 from rigdeck.core.cloud.offer_fit import fit_offers, load_model
 from rigdeck.core.cloud.provider import CloudError, Offer, RentRequest, new_label
 from rigdeck.core.cloud.reconcile import reconcile
 from rigdeck.core.cloud.spend import check_against_credit, summarize
-from rigdeck.core.config import Settings
+from rigdeck.core.config import PROJECT_TAG_RULE, Settings, is_project_tag
+from rigdeck.core.errors import ConfigError
 from rigdeck.tui import cli_cloud_views as views
 from rigdeck.tui import words
 from rigdeck.tui.cloud_context import (
@@ -143,6 +145,9 @@ def _rent(args: argparse.Namespace, settings: Settings, session: CloudSession) -
     cloud = settings.cloud
     if settings.telemetry.read_only:
         return _refuse("read-only mode: renting is disabled")
+    project = args.project
+    if project and not is_project_tag(project):
+        raise ConfigError(f"--project {project!r}: not a project tag; {PROJECT_TAG_RULE}")
     offer = _find_offer(session, args.offer_id, args.bid is not None)
     request = RentRequest(
         offer_id=offer.id,
@@ -157,16 +162,11 @@ def _rent(args: argparse.Namespace, settings: Settings, session: CloudSession) -
         idle_minutes=cloud.idle_minutes,
     )
     ledger = session.ledger
-    summary = summarize(ledger.instances(), ledger.state_changes(), _now())
-    for budget, spent, period in (
-        (cloud.monthly_budget_usd, summary.month_usd, "this month"),
-        (cloud.daily_budget_usd, summary.today_usd, "today"),
-    ):
-        if budget > 0 and spent >= budget:
-            return _refuse(
-                f"over budget: {words.money(spent)} spent {period} of "
-                f"{words.money(budget)}; raise the budget in [cloud] to rent"
-            )
+    rows, steps, now = ledger.instances(), ledger.state_changes(), _now()
+    summary = summarize(rows, steps, now)
+    over = reached_for(rows, steps, cloud, now, project)
+    if over:
+        return _refuse(views.over_budget_words(over[0]))
     lines = views.rent_lines(
         offer,
         disk_gb=request.disk_gb,
@@ -176,10 +176,11 @@ def _rent(args: argparse.Namespace, settings: Settings, session: CloudSession) -
         month_usd=summary.month_usd,
         monthly_budget=cloud.monthly_budget_usd,
         cli=actions.cli_rent(request),
+        project=project,
     )
     if not args.yes and not _ask(lines, "Rent it?"):
         return _refuse("not rented")
-    row = actions.rent(session.provider, ledger, request, caps=caps)
+    row = actions.rent(session.provider, ledger, request, caps=caps, project=project)
     guard_pid = None if args.no_guard else start_guard(session, args.config)
     if args.json:
         _print_json(
@@ -189,6 +190,7 @@ def _rent(args: argparse.Namespace, settings: Settings, session: CloudSession) -
                 "state": row.state,
                 "dph": row.dph,
                 "storage_dph": row.storage_dph,
+                "project": row.project,
                 "guard_pid": guard_pid,
                 "simulated": session.simulated,
             }

@@ -17,6 +17,7 @@ from typing import Any
 
 from rigdeck.core.cloud import actions as cloud_actions
 from rigdeck.core.cloud.artifacts import ArtifactFile
+from rigdeck.core.cloud.budgets import reached_for
 from rigdeck.core.cloud.jobs.context import JobContext, JobError, JobEvent
 from rigdeck.core.cloud.jobs.finish import FinishResult, finish, pull
 from rigdeck.core.cloud.jobs.follow import FollowOutcome, JobFollower, StreamState
@@ -251,16 +252,11 @@ def _confirm_rent(
 ) -> int | None:
     cloud = settings.cloud
     ledger = session.ledger
-    summary = summarize(ledger.instances(), ledger.state_changes(), datetime.now(UTC))
-    for budget, spent, period in (
-        (cloud.monthly_budget_usd, summary.month_usd, "this month"),
-        (cloud.daily_budget_usd, summary.today_usd, "today"),
-    ):
-        if budget > 0 and spent >= budget:
-            return _refuse(
-                f"over budget: {words.money(spent)} spent {period} of {words.money(budget)}; "
-                "raise the budget in [cloud] to rent"
-            )
+    rows, steps, now = ledger.instances(), ledger.state_changes(), datetime.now(UTC)
+    summary = summarize(rows, steps, now)
+    over = reached_for(rows, steps, cloud, now, spec.project)
+    if over:
+        return _refuse(views.over_budget_words(over[0]))
     if args.yes:
         return None
     request = rent_request(ctx, spec, offer)
@@ -274,6 +270,7 @@ def _confirm_rent(
         month_usd=summary.month_usd,
         monthly_budget=cloud.monthly_budget_usd,
         cli=cloud_actions.cli_rent(request),
+        project=spec.project,
     )
     lines.append(
         f"Job: {spec.name}, then {spec.budget.on_finish} once its artifacts are verified here"

@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from rigdeck.core.cloud.ledger import LedgerEvent, LedgerInstance, StateChange, iso
+from rigdeck.core.cloud.budgets import BudgetUse
+from rigdeck.core.cloud.ledger import LedgerEvent, LedgerInstance, StateChange, iso, job_of
 from rigdeck.core.cloud.offer_fit import OfferFit
 from rigdeck.core.cloud.provider import Offer
 from rigdeck.core.cloud.reconcile import ReconcileReport
@@ -61,6 +62,8 @@ def instance_json(
         "bid": row.bid,
         "outbid": row.outbid,
         "status_message": row.status_message,
+        "project": row.project,
+        "job": job_of(row) or None,
     }
 
 
@@ -223,6 +226,7 @@ def rent_lines(
     month_usd: float,
     monthly_budget: float,
     cli: str,
+    project: str = "",
 ) -> list[str]:
     """The confirmation's words: the machine, $/h, storage $/h, the caps and the month so far."""
     storage = offer.storage_dph(disk_gb)
@@ -247,8 +251,21 @@ def rent_lines(
         f"Storage: {per_hour(storage)} for {disk_gb:g} GB, billed until destroyed",
         f"Caps: {', '.join(caps) if caps else 'none (--max-usd, --max-hours, [cloud] max_usd)'}",
         f"Budget: {budget}",
+        *([f"Project: {project} (its spend and budgets: rigdeck cost)"] if project else []),
         f"CLI: {cli}",
     ]
+
+
+def over_budget_words(use: BudgetUse) -> str:
+    """Why a rental is refused: the budget it would run over, and where that budget is set."""
+    period = "today" if use.period == "day" else "this month"
+    spent = f"{words.money(use.spent_usd)} spent {period} of {words.money(use.budget_usd)}"
+    if use.project is None:
+        return f"over budget: {spent}; raise the budget in [cloud] to rent"
+    return (
+        f"over budget: project {use.project} {spent}; raise it in "
+        f"[cloud.projects.{use.project}] to rent"
+    )
 
 
 def destroy_lines(row: LedgerInstance, usd: float, *, action: str, cli: str) -> list[str]:

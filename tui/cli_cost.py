@@ -114,10 +114,12 @@ def read_spend(simulate: bool, now: datetime) -> Any:
 
 def cost_json(rate: Any, spend: Any, settings: Any, *, simulated: bool) -> dict[str, Any]:
     """`rigdeck cost --json`: the core report plus the ledger's totals and this month by day."""
-    from rigdeck.core.economics.budget_alerts import Budget
+    from rigdeck.core.economics.budget_alerts import Budget, project_budgets
     from rigdeck.core.economics.report import cost_report
 
-    report = cost_report(rate, spend.summary, Budget.from_settings(settings.cloud), {})
+    report = cost_report(
+        rate, spend.summary, Budget.from_settings(settings.cloud), project_budgets(settings.cloud)
+    )
     report["cloud"].update(
         {
             "total_usd": spend.total.to_json(),
@@ -189,18 +191,22 @@ def summary_lines(data: dict[str, Any]) -> list[str]:
         f"{ew.amount(cloud['burn_usd_per_hour']['value'])}/h"
         + (" [simulated account]" if data.get("simulated") else "")
     )
-    for tag, spent in cloud["by_project"].items():
-        lines.append(
-            f"  project {tag}: today {ew.amount(spent['day_usd']['value'])}, "
-            f"this month {ew.amount(spent['month_usd']['value'])}"
-        )
+    budgets = budget.get("by_project", {})
+    for tag in sorted(set(cloud["by_project"]) | set(budgets)):
+        spent = cloud["by_project"].get(tag)
+        today = spent["day_usd"]["value"] if spent else 0.0
+        this_month = spent["month_usd"]["value"] if spent else 0.0
+        line = f"  project {tag}: today {ew.amount(today)}, this month {ew.amount(this_month)}"
+        shares = _shares(budgets.get(tag, {}), today, this_month)
+        lines.append(line + (f" (budget: {shares})" if shares else ""))
     lines.extend(budget_lines(budget, day.value, month.value))
     for note in data.get("notes", []):
         lines.append(f"note: {note}")
     return lines
 
 
-def budget_lines(budget: dict[str, Any], day: float | None, month: float | None) -> list[str]:
+def _shares(budget: dict[str, Any], day: float | None, month: float | None) -> str:
+    """``today $4.00 of $5.00 (80%); this month ...`` for the budgets that are set."""
     parts = []
     for period, cap_key, share_key, spent in (
         ("today", "daily_usd", "day_fraction", day),
@@ -211,7 +217,12 @@ def budget_lines(budget: dict[str, Any], day: float | None, month: float | None)
             parts.append(
                 f"{period} {ew.amount(spent)} of {ew.amount(cap)} ({budget[share_key]:.0%})"
             )
-    lines = ["budget: " + ("; ".join(parts) if parts else "none set ([cloud] monthly_budget_usd)")]
+    return "; ".join(parts)
+
+
+def budget_lines(budget: dict[str, Any], day: float | None, month: float | None) -> list[str]:
+    shares = _shares(budget, day, month)
+    lines = ["budget: " + (shares or "none set ([cloud] monthly_budget_usd)")]
     for alert in budget.get("alerts", []):
         lines.append("  " + ew.alert_words(alert))
     return lines

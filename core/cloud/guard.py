@@ -4,6 +4,9 @@ Each tick reads the provider's list (a reconcile), decides from the ledger's fig
 `decide`), and acts through `actions.py`, recording what it did and why in the ledger. At 80% of a
 cap it warns once; at the cap it does what ``[cloud] on_cap`` says (warn, stop or destroy). It
 never acts on an unaccounted instance (one rigdeck did not create): it warns about it.
+A project's budget (``[cloud.projects.TAG]``) warns at 80% and alerts at 100%, once per day or
+month; with ``on_budget = "stop"`` it also stops that project's running instances, never
+another's, and never destroys (the total's ``on_cap`` still applies to the total).
 `run_guard` ticks every ``poll_s``; ``python -m rigdeck.core.cloud.guard`` is the detached runner
 (`spawn_guard` / `find_guard` in ``guard_process.py``), which exits once nothing is open.
 """
@@ -24,6 +27,7 @@ from typing import Literal
 
 from rigdeck.core.cloud import actions
 from rigdeck.core.cloud.actions import Backoff, Clock, utc_now
+from rigdeck.core.cloud.budgets import budget_uses
 from rigdeck.core.cloud.guard_process import (
     DEFAULT_FACTORY,
     find_guard,
@@ -34,7 +38,7 @@ from rigdeck.core.cloud.guard_process import (
 from rigdeck.core.cloud.ledger import Ledger, LedgerInstance, StateChange
 from rigdeck.core.cloud.provider import CloudError, Provider, ProviderUnavailable
 from rigdeck.core.cloud.reconcile import reconcile
-from rigdeck.core.cloud.spend import burn_dph, day_start, month_start, usd_between
+from rigdeck.core.cloud.spend import burn_dph, usd_between
 from rigdeck.core.config import CloudSettings, Settings, load_settings
 from rigdeck.core.secrets import RedactingFilter
 
@@ -57,7 +61,16 @@ GUARD_DESTROY = Backoff(attempts=3, first_s=0.5, factor=2.0, max_s=4.0)
 CROSSING_MARGIN_S = 0.05
 """Woken this long after a predicted crossing, so the figures read past the cap, not at it."""
 RUNNING_STATES = frozenset({"running", "loading", "created"})
-Rule = Literal["max_usd", "max_hours", "idle", "monthly_budget", "daily_budget", "unaccounted"]
+Rule = Literal[
+    "max_usd",
+    "max_hours",
+    "idle",
+    "monthly_budget",
+    "daily_budget",
+    "project_monthly_budget",
+    "project_daily_budget",
+    "unaccounted",
+]
 Do = Literal["warn", "stop", "destroy"]
 
 
@@ -138,24 +151,39 @@ def decide(
             if minutes >= idle:
                 add("idle", row, "cap", f"GPUs idle {minutes:.0f} min, cap {idle:g} min", on_cap)
 
-    for period, budget, start, label in (
-        ("monthly_budget", settings.monthly_budget_usd, month_start(now), now.strftime("%Y-%m")),
-        ("daily_budget", settings.daily_budget_usd, day_start(now), now.strftime("%Y-%m-%d")),
-    ):
-        if budget <= 0:
-            continue
-        spent = sum(usd_between(r, steps.get(r.id, []), start=start, end=now) for r in rows)
-        rule: Rule = period  # type: ignore[assignment]
-        if spent >= budget:
-            reason = f"{_usd(spent)} spent {label}, budget {_usd(budget)}"
-            if on_cap == "warn" or not guarded:
-                add(rule, None, f"cap:{label}", reason, "warn")
+    for use in budget_uses(rows, steps, settings, now):
+        label = use.period_label
+        if use.project is None:
+            rule: Rule = "monthly_budget" if use.period == "month" else "daily_budget"
+            scope, level = "", label
+        else:
+            rule = "project_monthly_budget" if use.period == "month" else "project_daily_budget"
+            scope, level = f"project {use.project}: ", f"{use.project}:{label}"
+        spent, budget = use.spent_usd, use.budget_usd
+        if use.reached:
+            reason = f"{scope}{_usd(spent)} spent {label}, budget {_usd(budget)}"
+            if use.project is None:
+                targets = guarded if on_cap != "warn" else []
+                do: Do = on_cap
             else:
-                for row in guarded:
-                    add(rule, row, f"cap:{label}", reason, on_cap)
+                # A project's budget never destroys: at most it stops that project's running
+                # instances (their disks survive), and only when its table says so.
+                stop = settings.projects[use.project].on_budget == "stop"
+                targets = [
+                    r
+                    for r in guarded
+                    if stop and r.project == use.project and r.state in RUNNING_STATES
+                ]
+                do = "stop"
+            if not targets:
+                add(rule, None, f"cap:{level}", reason, "warn")
+            for row in targets:
+                add(rule, row, f"cap:{level}", reason, do)
         elif spent >= WARN_AT * budget:
-            reason = f"{_usd(spent)} spent {label}, {spent / budget:.0%} of budget {_usd(budget)}"
-            add(rule, None, f"80:{label}", reason, "warn")
+            reason = (
+                f"{scope}{_usd(spent)} spent {label}, {use.fraction:.0%} of budget {_usd(budget)}"
+            )
+            add(rule, None, f"80:{level}", reason, "warn")
 
     for row in rows:
         if row.open and row.source == "unaccounted":
@@ -181,11 +209,9 @@ def seconds_to_next_cap(
     """
     soonest: list[float] = []
     guarded = [r for r in rows if r.open and r.source != "unaccounted" and r.state != "destroying"]
-    total_burn = 0.0
     for row in guarded:
         history = steps.get(row.id, [])
         burn = burn_dph(row, history)
-        total_burn += burn
         usd = usd_between(row, history, end=now)
         cap = _cap(row.caps.max_usd, settings.max_usd)
         if cap > 0 and usd < cap and burn > 0:
@@ -199,14 +225,9 @@ def seconds_to_next_cap(
             left = idle * 60 - (now - row.busy_at).total_seconds()
             if left > 0:
                 soonest.append(left)
-    for budget, start in (
-        (settings.monthly_budget_usd, month_start(now)),
-        (settings.daily_budget_usd, day_start(now)),
-    ):
-        if budget > 0 and total_burn > 0:
-            spent = sum(usd_between(r, steps.get(r.id, []), start=start, end=now) for r in rows)
-            if spent < budget:
-                soonest.append((budget - spent) / total_burn * 3600)
+    for use in budget_uses(rows, steps, settings, now):
+        if use.burn_dph > 0 and not use.reached:
+            soonest.append((use.budget_usd - use.spent_usd) / use.burn_dph * 3600)
     return min(soonest) if soonest else None
 
 

@@ -2,7 +2,8 @@
 
 Spend comes in as values (the ledger's sums for today and this calendar month, per project tag),
 so this module stays independent of how the ledger stores them. The total budgets are
-``[cloud] daily_budget_usd`` and ``monthly_budget_usd``; per-project budgets are passed in.
+``[cloud] daily_budget_usd`` and ``monthly_budget_usd``; per-project budgets are the
+``[cloud.projects.TAG]`` tables (`project_budgets`).
 """
 
 from __future__ import annotations
@@ -52,6 +53,14 @@ class Budget:
     @classmethod
     def from_settings(cls, cloud: CloudSettings) -> Budget:
         return cls(daily=cloud.daily_budget_usd, monthly=cloud.monthly_budget_usd)
+
+
+def project_budgets(cloud: CloudSettings) -> dict[str, Budget]:
+    """The ``[cloud.projects.TAG]`` budgets, by tag."""
+    return {
+        tag: Budget(daily=p.daily_budget_usd, monthly=p.monthly_budget_usd)
+        for tag, p in sorted(cloud.projects.items())
+    }
 
 
 @dataclass(frozen=True)
@@ -129,10 +138,14 @@ def budget_status(
             "month_fraction": share(used.month, budget.monthly),
         }
 
+    # A project with a budget and nothing spent yet still shows, at 0%: the budget is in force.
+    nothing = Spend(
+        Figure(0.0, spend.total.day.source, spend.total.day.at),
+        Figure(0.0, spend.total.month.source, spend.total.month.at),
+    )
     by_project = {
-        tag: scope(spend.by_project[tag], b)
+        tag: scope(spend.by_project.get(tag, nothing), b)
         for tag, b in sorted((projects or {}).items())
-        if tag in spend.by_project
     }
     return {
         **scope(spend.total, total),

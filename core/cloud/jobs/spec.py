@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from rigdeck.core.cloud.provider import OFFER_SORTS, OfferSort
-from rigdeck.core.config import toml_location, toml_reason
+from rigdeck.core.config import PROJECT_TAG_RULE, is_project_tag, toml_location, toml_reason
 from rigdeck.core.errors import RigdeckError
 
 OnFinish = Literal["destroy", "stop", "keep"]
@@ -101,6 +101,8 @@ class JobSpec:
     sync: SyncSpec = field(default_factory=SyncSpec)
     artifacts: ArtifactsSpec = field(default_factory=ArtifactsSpec)
     budget: BudgetSpec = field(default_factory=BudgetSpec)
+    project: str = ""
+    """The project tag its rentals carry ("" untagged): spend and budgets per project."""
 
     @property
     def root(self) -> Path:
@@ -124,6 +126,9 @@ SCHEMA: Mapping[str, Mapping[str, KeyDoc]] = MappingProxyType(
             "name": KeyDoc("str", "Job name: letters, digits, . _ - (up to 64).", required=True),
             "image": KeyDoc("str", "Docker image for a rental. Absent: [cloud] image."),
             "disk_gb": KeyDoc("float", "Disk for a rental, in GB. Absent: [cloud] disk_gb."),
+            "project": KeyDoc(
+                "str", "Project tag of its rentals (budgets: [cloud.projects.TAG]). Absent: none."
+            ),
         },
         "offer": {
             "query": KeyDoc("str", "Offer filter in Vast query syntax, e.g. gpu_ram>=16."),
@@ -297,6 +302,9 @@ class _Reader:
         disk_gb = top.get("disk_gb")
         if disk_gb is not None and not 1 <= disk_gb <= 100_000:
             raise self.fail("", "disk_gb", f"expected 1 to 100000 GB, got {disk_gb!r}")
+        project = top.get("project", "")
+        if "project" in top and not is_project_tag(project):
+            raise self.fail("", "project", f"{project!r} is not a project tag; {PROJECT_TAG_RULE}")
         return JobSpec(
             name=name,
             path=self.path,
@@ -307,6 +315,7 @@ class _Reader:
             run=self.build_run(run, name),
             artifacts=self.build_artifacts(art),
             budget=self.build_budget(budget),
+            project=project,
         )
 
     def positive(self, section: str, key: str, values: Mapping[str, Any]) -> float | None:

@@ -8,7 +8,13 @@ from typing import Any
 
 from rigdeck.core.cloud.jobs.lifecycle import Job, JobStore
 from rigdeck.core.config import Settings
-from rigdeck.core.economics.budget_alerts import Budget, BudgetAlert, budget_alerts, budget_status
+from rigdeck.core.economics.budget_alerts import (
+    Budget,
+    BudgetAlert,
+    budget_alerts,
+    budget_status,
+    project_budgets,
+)
 from rigdeck.core.economics.cloud_spend import CloudSpend, monthly_figure
 from rigdeck.core.economics.energy_log import EnergyLog, EnergyRecord
 from rigdeck.core.economics.figures import EconomicsError, Figure
@@ -79,14 +85,15 @@ def load_data(settings: Settings, *, simulate: bool, now: datetime) -> Economics
         except EconomicsError as exc:
             upgrades.append(UpgradeRow(name, str(price), None, str(exc)))
     budget = Budget.from_settings(settings.cloud)
+    projects = project_budgets(settings.cloud)
     return EconomicsData(
         spend=spend,
         runs=tuple(runs),
         comparisons=tuple(comparisons),
         upgrades=tuple(upgrades),
         monthly=monthly,
-        budget=budget_status(spend.summary, budget, {}),
-        alerts=tuple(budget_alerts(spend.summary, budget, {})),
+        budget=budget_status(spend.summary, budget, projects),
+        alerts=tuple(budget_alerts(spend.summary, budget, projects)),
         errors=tuple(errors),
         jobs=tuple(jobs),
     )

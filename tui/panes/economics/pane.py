@@ -326,9 +326,16 @@ def spend_text(data: EconomicsData, *, simulated: bool = False) -> str:
         f"{ew.amount(spend.burn_usd_per_hour.value)}/h"
         + ("" if (cap or day_cap) else " · no budget set: [cloud] monthly_budget_usd"),
     ]
-    projects = " · ".join(
-        f"{tag} {ew.amount(s.month.value)}" for tag, s in spend.summary.by_project.items()
-    )
+    caps = budget.get("by_project", {})
+    parts = []
+    for tag in sorted(set(spend.summary.by_project) | set(caps)):
+        used = spend.summary.by_project.get(tag)
+        words = ew.amount(used.month.value if used else 0.0)
+        cap_of = caps.get(tag, {})
+        if cap_of.get("monthly_usd"):
+            words += f" of {ew.amount(cap_of['monthly_usd'])} ({cap_of['month_fraction']:.0%})"
+        parts.append(f"{tag} {words}")
+    projects = " · ".join(parts)
     if projects:
         lines.append(f"  by project this month: {projects}")
     return "\n".join(lines)
