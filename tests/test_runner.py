@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from rigdeck.core.errors import RunError
 from rigdeck.core.models.run.llama_glue import llama_available
 from rigdeck.core.models.run.llama_log import parse_buffer_sizes
+from rigdeck.core.models.run.llama_thread import LLAMA_THREAD
 from rigdeck.core.models.run.loader import load_model
 from rigdeck.core.models.run.plan import LoadError, RunPlan, next_plans_down
 from rigdeck.core.models.run.session import _split_stop
@@ -98,3 +100,24 @@ def test_a_file_that_is_not_gguf_is_refused(tmp_path: Path) -> None:
     with pytest.raises(LoadError) as info:
         load_model(RunPlan(str(bad), n_ctx=512))
     assert info.value.reason == "corrupt" and "not a GGUF" in str(info.value)
+
+
+def test_llama_thread_runs_calls_in_order_and_hands_back_results_and_errors() -> None:
+    seen: list[tuple[int, str]] = []
+
+    def job(i: int) -> int:
+        seen.append((i, threading.current_thread().name))
+        return i * i
+
+    futures = [LLAMA_THREAD.submit(lambda i=i: job(i)) for i in range(5)]
+    assert [f.result(timeout=10) for f in futures] == [0, 1, 4, 9, 16]
+    assert [i for i, _ in seen] == list(range(5)) and len({name for _, name in seen}) == 1
+
+    def fails() -> None:
+        raise RunError("the model was unloaded; load it again")
+
+    with pytest.raises(RunError, match="unloaded"):
+        LLAMA_THREAD.run(fails)
+    # A call made on the llama thread itself runs there at once instead of waiting on itself.
+    assert LLAMA_THREAD.run(lambda: LLAMA_THREAD.run(lambda: job(7))) == 49
+    assert seen[-1][1] == seen[0][1] != threading.current_thread().name

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import FrameType
 
 import pytest
 
+from rigdeck.core.models.run.bench import measure
 from rigdeck.core.models.run.history import RunHistory
 from rigdeck.core.models.run.llama_glue import llama_available
+from rigdeck.core.models.run.llama_thread import LLAMA_THREAD
 from rigdeck.core.models.run.loader import load_model
-from rigdeck.core.models.run.plan import PHASES, LoadCancelled, LoadError, RunPlan, Sampling
+from rigdeck.core.models.run.plan import (
+    PHASES,
+    ChatMessage,
+    LoadCancelled,
+    LoadError,
+    RunPlan,
+    Sampling,
+)
 from rigdeck.core.models.run.session import ChatSession, LoadedModel
 from rigdeck.core.models.sources.local import demo_model_path
 
@@ -134,6 +146,75 @@ def test_stop_ends_the_reply_within_one_token(model: LoadedModel) -> None:
     # The partial reply is kept as the assistant's turn.
     assert chat.messages[-1].role == "assistant"
     assert chat.messages[-1].content == "".join(received)
+
+
+def test_every_decode_runs_on_the_thread_that_loaded_the_model_whoever_reads() -> None:
+    # ggml decodes several times slower from a thread other than the one that computed first
+    # while that one lives (thread workers do live on), so the load, every reply and every bench
+    # of a model run on one thread, and readers on any thread get the same reply.
+    computed_on: list[str] = []
+    readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="reader")
+
+    def load() -> LoadedModel:
+        return load_model(
+            _plan(), on_progress=lambda _p, _f: computed_on.append(threading.current_thread().name)
+        )
+
+    def reply(model: LoadedModel) -> tuple[str, str]:
+        done: list[str] = []
+        generation = model.generate(
+            [ChatMessage("user", QUESTION)],
+            GREEDY,
+            on_finish=lambda _t, _s: done.append(threading.current_thread().name),
+        )
+        text = "".join(generation)
+        return text, done[0]
+
+    with readers, readers.submit(load).result() as model:
+        first = readers.submit(reply, model).result()
+        second = readers.submit(reply, model).result()
+        third = reply(model)
+        measure(
+            model,
+            n_prompt=16,
+            n_gen=4,
+            repetitions=1,
+            on_test=lambda *_: computed_on.append(threading.current_thread().name),
+        )
+
+    threads = set(computed_on) | {first[1], second[1], third[1]}
+    assert len(threads) == 1 and not threads.pop().startswith(("reader", "Main"))
+    assert first[0] and first[0] == second[0] == third[0]
+
+
+def test_a_decode_called_from_any_thread_runs_on_the_llama_thread(model: LoadedModel) -> None:
+    # What llama-cpp-python's server does: its own calls, from a thread pool of its own.
+    def decodes_seen(events: list[str]) -> Callable[..., None]:
+        def profile(frame: FrameType, event: str, _arg: object) -> None:
+            code = frame.f_code
+            if event == "call" and code.co_name == "decode" and "_internals" in code.co_filename:
+                events.append(threading.current_thread().name)
+
+        return profile
+
+    on_llama: list[str] = []
+    on_reader: list[str] = []
+    LLAMA_THREAD.run(lambda: sys.setprofile(decodes_seen(on_llama)))
+    try:
+
+        def own_eval() -> None:
+            sys.setprofile(decodes_seen(on_reader))
+            llm = model.llama
+            llm.reset()
+            llm.eval(llm.tokenize(b"Name three colours."))
+            sys.setprofile(None)
+
+        reader = threading.Thread(target=own_eval, name="server-pool")
+        reader.start()
+        reader.join()
+    finally:
+        LLAMA_THREAD.run(lambda: sys.setprofile(None))
+    assert on_llama and on_reader == []
 
 
 def test_stop_before_the_first_token_yields_nothing(model: LoadedModel) -> None:

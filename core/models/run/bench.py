@@ -18,6 +18,7 @@ from typing import Any
 
 from rigdeck.core.errors import RigdeckError, RunError
 from rigdeck.core.models.run.history import RunHistory
+from rigdeck.core.models.run.llama_thread import LLAMA_THREAD
 from rigdeck.core.models.run.loader import load_model
 from rigdeck.core.models.run.plan import LoadStats, ProgressCallback, RunPlan
 from rigdeck.core.models.run.session import LoadedModel
@@ -100,7 +101,33 @@ def measure(
     on_test: BenchProgress | None = None,
     cancel: threading.Event | None = None,
 ) -> tuple[list[float], list[float]]:
-    """tokens/s samples (prompt, decode) on a loaded model; each test warmed up once first."""
+    """tokens/s samples (prompt, decode) on a loaded model; each test warmed up once first.
+
+    Runs on the llama thread, as the model's load did (see ``llama_thread``).
+    """
+    return LLAMA_THREAD.run(
+        lambda: _measure(
+            model,
+            n_prompt=n_prompt,
+            n_gen=n_gen,
+            repetitions=repetitions,
+            seed=seed,
+            on_test=on_test,
+            cancel=cancel,
+        )
+    )
+
+
+def _measure(
+    model: LoadedModel,
+    *,
+    n_prompt: int,
+    n_gen: int,
+    repetitions: int,
+    seed: int,
+    on_test: BenchProgress | None,
+    cancel: threading.Event | None,
+) -> tuple[list[float], list[float]]:
     llm = model.llama
     if llm is None:
         raise RunError("the model was unloaded; load it again")

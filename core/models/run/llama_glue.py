@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
 from rigdeck.core.errors import RunError
+from rigdeck.core.models.run.llama_thread import LLAMA_THREAD
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +105,24 @@ def _install(llama_cpp: ModuleType, lowlevel: ModuleType) -> None:
         module = getattr(llama_cpp, name, None)
         if module is not None and hasattr(module, "suppress_stdout_stderr"):
             module.suppress_stdout_stderr = _NoRedirect
+
+    # Every decode in the process runs on the llama thread (see llama_thread). rigdeck's own
+    # loads, replies and benches run there whole; this catches what runs llama.cpp from threads
+    # of its own: llama-cpp-python's server (a thread pool) and a caller's own eval.
+    context = getattr(getattr(llama_cpp, "_internals", None), "LlamaContext", None)
+    for name in ("decode", "encode"):
+        method = getattr(context, name, None)
+        if method is not None:
+            setattr(context, name, _on_llama_thread(method))
     _installed = True
+
+
+def _on_llama_thread(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def on_llama_thread(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return LLAMA_THREAD.run(lambda: method(self, *args, **kwargs))
+
+    return on_llama_thread
 
 
 def llama_modules() -> tuple[ModuleType, ModuleType]:

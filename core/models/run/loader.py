@@ -25,6 +25,7 @@ from rigdeck.core.models.run.llama_log import (
     layers_from_log,
     parse_buffer_sizes,
 )
+from rigdeck.core.models.run.llama_thread import LLAMA_THREAD
 from rigdeck.core.models.run.plan import (
     GGML_KV_TYPES,
     LoadCancelled,
@@ -172,8 +173,22 @@ def load_model(
 
     Raises ``LoadError`` (a ``RunError``) with one line saying why and ``next_plans`` to offer,
     or ``LoadCancelled`` when ``cancel`` was set. With ``history``, the run (or the failure) is
-    recorded with the measured memory beside the plan's predictions.
+    recorded with the measured memory beside the plan's predictions. The load runs on the
+    llama thread (see ``llama_thread``), where every later decode of the model runs too.
     """
+    return LLAMA_THREAD.run(
+        lambda: _load(plan, on_progress=on_progress, cancel=cancel, history=history, kind=kind)
+    )
+
+
+def _load(
+    plan: RunPlan,
+    *,
+    on_progress: ProgressCallback | None,
+    cancel: threading.Event | None,
+    history: RunHistory | None,
+    kind: str,
+) -> LoadedModel:
     llama_cpp, lowlevel = llama_modules()
     progress = _Progress(on_progress)
     path = Path(plan.model_path)

@@ -6,6 +6,7 @@ import codecs
 import json
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -19,6 +20,7 @@ from typing import Any, Literal
 from rigdeck.core.errors import RigdeckError, RunError
 from rigdeck.core.models.run.history import RunHistory
 from rigdeck.core.models.run.llama_glue import llama_modules
+from rigdeck.core.models.run.llama_thread import LLAMA_THREAD
 from rigdeck.core.models.run.plan import ChatMessage, GenerationStats, LoadStats, RunPlan, Sampling
 
 log = logging.getLogger(__name__)
@@ -159,11 +161,23 @@ class LoadedModel:
 _CLAIM_TIMEOUT_S = 10.0
 
 
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_END = object()
+
+
 class Generation(Iterator[str]):
     """A reply being generated: iterate for text pieces; ``stats`` is set once it ends.
 
     ``cancel()`` (or setting the cancel event) stops it within one token: the event is checked
     after every token, before the next one is decoded.
+
+    The tokens are decoded on the llama thread (see ``llama_thread``): iterating from any other
+    thread starts the whole reply there at the first ``next()`` and hands the pieces over
+    through a queue, so decoding never waits on the reader.
     """
 
     def __init__(
@@ -184,6 +198,8 @@ class Generation(Iterator[str]):
         self._model = model
         self._on_finish = on_finish
         self._pieces = self._run(prompt, stops, sampling, max_new)
+        self._handed: queue.SimpleQueue[object] | None = None
+        self._hand_lock = threading.Lock()
 
     def cancel(self) -> None:
         self.cancel_event.set()
@@ -192,13 +208,42 @@ class Generation(Iterator[str]):
         return self
 
     def __next__(self) -> str:
-        return next(self._pieces)
+        handed = self._handover()
+        if handed is None:
+            return next(self._pieces)
+        item = handed.get()
+        if item is _END:
+            handed.put(_END)  # so every later (or concurrent) reader sees the end too
+            raise StopIteration
+        if isinstance(item, _Failed):
+            raise item.error
+        assert isinstance(item, str)
+        return item
+
+    def _handover(self) -> queue.SimpleQueue[object] | None:
+        """The queue the llama thread puts pieces on; None on the llama thread itself."""
+        with self._hand_lock:
+            if self._handed is None and not LLAMA_THREAD.is_current():
+                self._handed = queue.SimpleQueue()
+                LLAMA_THREAD.submit(self._pump)
+            return self._handed
+
+    def _pump(self) -> None:
+        handed = self._handed
+        assert handed is not None
+        try:
+            for piece in self._pieces:
+                handed.put(piece)
+        except BaseException as exc:  # the reader raises it
+            handed.put(_Failed(exc))
+        finally:
+            handed.put(_END)
 
     def close(self) -> None:
         """Stop and release the model now (also what abandoning the iterator does, eventually)."""
         self.cancel_event.set()
         try:
-            for _ in self._pieces:
+            for _ in self:
                 pass
         except ValueError:  # being iterated by another thread: it sees the event within a token
             pass
