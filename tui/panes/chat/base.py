@@ -21,7 +21,7 @@ from rigdeck.core.models.sources.local import demo_model_path
 from rigdeck.tui.panes.chat.serving import stop_serving
 from rigdeck.tui.panes.chat.state import ChatState, Idle, Streaming, loaded_model
 from rigdeck.tui.panes.chat.status import ChatOffer, ChatStatus, Measured, idle_offer, status_view
-from rigdeck.tui.panes.chat.streaming import DRAIN_INTERVAL_S, ReplyStreamer
+from rigdeck.tui.panes.chat.streaming import ReplyStreamer
 from rigdeck.tui.widgets.chat_message import ChatMessageView
 from rigdeck.tui.widgets.chat_options import ChatOptions
 
@@ -83,7 +83,6 @@ class ChatPaneBase(Vertical):
         # Anchored: follows the newest text while the user is at the bottom, stays put once they
         # scroll up, and follows again when they come back down.
         log.anchor()
-        self._drain_timer = self.set_interval(DRAIN_INTERVAL_S, self._drain, pause=True)
         self._show_idle()
 
     def on_show(self, event: Show) -> None:

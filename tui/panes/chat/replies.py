@@ -6,6 +6,7 @@ model to themselves (clear, regenerate, serve) wait for the reply they stop to e
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import datetime
 from functools import partial
@@ -23,7 +24,7 @@ from rigdeck.core.models.run.session import ChatSession
 from rigdeck.tui.panes.chat.base import ChatPaneBase
 from rigdeck.tui.panes.chat.state import Loading, Ready, Serving, Streaming, loaded_model
 from rigdeck.tui.panes.chat.status import Measured, ended, reply_line
-from rigdeck.tui.panes.chat.streaming import ReplyDone
+from rigdeck.tui.panes.chat.streaming import ReplyDone, drain_interval
 from rigdeck.tui.widgets.chat_message import ChatMessageView
 from rigdeck.tui.widgets.chat_options import ChatOptions
 
@@ -109,8 +110,8 @@ class ChatReplies(ChatPaneBase):
         self._streamer.begin(view)
         self._activity = "thinking… ctrl+g stops"
         self._enter(Streaming(state.label, state.model))
-        if self._drain_timer is not None:
-            self._drain_timer.resume()
+        interval = drain_interval(state.model.plan.n_threads, os.cpu_count())
+        self._drain_timer = self.set_interval(interval, self._drain)
         start = partial(session.generate, text) if kind == "send" else session.regenerate
         self._reply(start)
 
@@ -123,7 +124,8 @@ class ChatReplies(ChatPaneBase):
     @on(ReplyDone)
     async def _reply_done(self, message: ReplyDone) -> None:
         if self._drain_timer is not None:
-            self._drain_timer.pause()
+            self._drain_timer.stop()
+            self._drain_timer = None
         await self._streamer.finish()
         state = self._state
         if isinstance(state, Streaming):

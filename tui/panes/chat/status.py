@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from rich.cells import cell_len
 from textual.widgets import Static
 
 from rigdeck.core.models.run.chat_support import load_fraction
@@ -191,8 +192,22 @@ def status_lines(view: StatusView) -> list[str]:
 class ChatStatus(Static):
     """The status line: what is loaded, measured beside predicted, and the latest activity."""
 
+    _lines: tuple[str, ...] = ()
+
     def show(self, view: StatusView) -> None:
-        self.update("\n".join(status_lines(view)), layout=True)
+        lines = tuple(status_lines(view))
+        self.update("\n".join(lines), layout=not self._same_height(lines))
+        self._lines = lines
+
+    def _same_height(self, lines: tuple[str, ...]) -> bool:
+        # Its height follows its lines. While a reply streams only the last line (the live
+        # rate) changes, ten times a second; laying the screen out again for it would cost a
+        # frame's time each time, so a change that cannot wrap differently skips the layout.
+        before = self._lines
+        if len(before) != len(lines) or before[:-1] != lines[:-1]:
+            return False
+        width = self.content_size.width
+        return all(cell_len(line) <= width for line in (before[-1], lines[-1]))
 
 
 class ChatOffer(Static):
