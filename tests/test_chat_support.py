@@ -98,18 +98,23 @@ def test_memory_is_compared_like_for_like_and_rss_stands_apart() -> None:
     assert reply_line(reply) == "20 tokens, prompt 200 tok/s, decode 76.4 tok/s · stopped"
 
 
+def _gpu_load(llama_buffers: dict[str, int]) -> LoadStats:
+    """A load with some layers on the GPU where NVML could not see the process."""
+    return LoadStats(
+        load_seconds=2.0,
+        host_rss_delta_bytes=250 * MiB,
+        gpu_bytes=None,
+        llama_buffers=llama_buffers,
+    )
+
+
 def test_a_split_load_is_compared_per_device() -> None:
     plan = RunPlan(
         "m.gguf",
         gpu_layers=20,
         predicted_buffers=(("CPU weights", 2048 * MiB), ("GPU0 weights", 3 * 1024 * MiB)),
     )
-    load = LoadStats(
-        load_seconds=2.0,
-        host_rss_delta_bytes=250 * MiB,
-        gpu_bytes=None,
-        llama_buffers={"CUDA0 model": 3 * 1024 * MiB, "CPU_Mapped model": 1800 * MiB},
-    )
+    load = _gpu_load({"CUDA0 model": 3 * 1024 * MiB, "CPU_Mapped model": 1800 * MiB})
     line = measured_line(plan, load)
     assert line.startswith(
         "GPU0 predicted 3.0 GiB / llama.cpp 3.0 GiB · CPU predicted 2.0 GiB / llama.cpp 1.8 GiB"
@@ -120,12 +125,7 @@ def test_without_llama_report_the_gpu_falls_back_to_its_buffers() -> None:
     plan = RunPlan(
         "m.gguf", gpu_layers=-1, predicted_vram_bytes=5 * 1024 * MiB, predicted_ram_bytes=300 * MiB
     )
-    load = LoadStats(
-        load_seconds=2.0,
-        host_rss_delta_bytes=250 * MiB,
-        gpu_bytes=None,
-        llama_buffers={"CUDA0 model": 4 * 1024 * MiB, "CPU_Mapped model": 50 * MiB},
-    )
+    load = _gpu_load({"CUDA0 model": 4 * 1024 * MiB, "CPU_Mapped model": 50 * MiB})
     line = measured_line(plan, load)
     assert line.startswith("GPU predicted 5.0 GiB / measured 4.0 GiB · RSS +250.0 MiB")
 

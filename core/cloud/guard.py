@@ -108,6 +108,11 @@ def _cap(own: float, default: float) -> float:
     return own if own > 0 else default
 
 
+def _guarded(rows: Sequence[LedgerInstance]) -> list[LedgerInstance]:
+    """The open rentals the guard answers for: rigdeck's own, not already on their way out."""
+    return [r for r in rows if r.open and r.source != "unaccounted" and r.state != "destroying"]
+
+
 def decide(
     rows: Sequence[LedgerInstance],
     steps: dict[int, list[StateChange]],
@@ -129,7 +134,7 @@ def decide(
             return
         out.append(GuardDecision(rule, do, iid, reason, key))
 
-    guarded = [r for r in rows if r.open and r.source != "unaccounted" and r.state != "destroying"]
+    guarded = _guarded(rows)
     for row in guarded:
         usd = usd_between(row, steps.get(row.id, []), end=now)
         cap = _cap(row.caps.max_usd, settings.max_usd)
@@ -208,7 +213,7 @@ def seconds_to_next_cap(
     waiting out the rest of its poll interval.
     """
     soonest: list[float] = []
-    guarded = [r for r in rows if r.open and r.source != "unaccounted" and r.state != "destroying"]
+    guarded = _guarded(rows)
     for row in guarded:
         history = steps.get(row.id, [])
         burn = burn_dph(row, history)
