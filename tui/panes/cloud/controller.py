@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rigdeck.core.cloud import actions
+from rigdeck.core.cloud.budgets import BudgetUse, reached_for
 from rigdeck.core.cloud.ledger import Caps, Ledger, LedgerEvent, LedgerInstance, StateChange
 from rigdeck.core.cloud.offer_fit import OfferFit, fit_offers, load_model
 from rigdeck.core.cloud.provider import (
@@ -180,11 +181,26 @@ class CloudController:
         )
         return request, Caps.from_settings(cloud)
 
-    def rent(self, request: RentRequest, caps: Caps) -> tuple[LedgerInstance, int | None]:
-        """Create it (sent once) and start the detached guard; the row and the guard's pid."""
+    def over_budget(self, project: str = "") -> BudgetUse | None:
+        """The first budget a rental tagged ``project`` would run over, as the ledger reads now
+        (the same test as `rigdeck cloud rent`); None when it may go ahead."""
+        ledger = self._session().ledger
+        over = reached_for(ledger.instances(), ledger.state_changes(), self.settings.cloud,
+                           self.options.clock(), project)  # fmt: skip
+        return over[0] if over else None
+
+    def rent(
+        self, request: RentRequest, caps: Caps, project: str = ""
+    ) -> BudgetUse | tuple[LedgerInstance, int | None]:
+        """Create it (sent once) tagged ``project`` and start the detached guard; the row and the
+        guard's pid. The budget that refuses it instead, when one is reached: read again here, as
+        the spend may have grown (or the tag changed) while the dialog was open."""
+        over = self.over_budget(project)
+        if over is not None:
+            return over
         session = self._session()
         row = actions.rent(session.provider, session.ledger, request, caps=caps,
-                           clock=self.options.clock)  # fmt: skip
+                           project=project, clock=self.options.clock)  # fmt: skip
         guard = None
         if self.options.start_guard:
             guard = start_guard(session, self.settings.config_path)

@@ -22,6 +22,7 @@ from textual.timer import Timer
 from textual.widgets import Input, Static
 
 from rigdeck.core.cloud import actions
+from rigdeck.core.cloud.budgets import BudgetUse
 from rigdeck.core.cloud.ledger import LedgerInstance
 from rigdeck.core.cloud.provider import (
     OFFER_SORTS,
@@ -32,7 +33,7 @@ from rigdeck.core.cloud.provider import (
 )
 from rigdeck.core.errors import RigdeckError
 from rigdeck.tui import words
-from rigdeck.tui.cli_cloud_views import destroy_lines, per_hour, rent_lines
+from rigdeck.tui.cli_cloud_views import destroy_lines, over_budget_words, per_hour, rent_lines
 from rigdeck.tui.cloud_context import usd_so_far
 from rigdeck.tui.panes.cloud.audit import AuditLog
 from rigdeck.tui.panes.cloud.confirm import CloudConfirmScreen, PromptScreen
@@ -45,7 +46,7 @@ from rigdeck.tui.panes.cloud.controller import (
 from rigdeck.tui.panes.cloud.instances import InstancesTable
 from rigdeck.tui.panes.cloud.jobs_panel import JobsPanel
 from rigdeck.tui.panes.cloud.offers import OffersTable
-from rigdeck.tui.panes.cloud.rent_dialog import RentDialog
+from rigdeck.tui.panes.cloud.rent_dialog import RentChoice, RentDialog
 
 SORT_WORDS = {"price": "$/h", "tflops": "$/TFLOP", "reliability": "reliability",
               "bandwidth": "bandwidth"}  # fmt: skip
@@ -137,6 +138,8 @@ class CloudPane(Vertical):
         self._poll_again = False
         self._poll_timer: Timer | None = None
         self._pending: dict[int, str] = {}
+        self._rent_checking = False
+        """A budget check for `r` is in flight: a second `r` would stack a second dialog."""
 
     # -- layout ---------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -421,17 +424,39 @@ class CloudPane(Vertical):
         return row
 
     def action_rent(self) -> None:
-        if not self.connected or self.controller is None:
+        if not self.connected or self.controller is None or self._rent_checking:
             return
         offer = self._selected_offer()
         if offer is None:
             return
         controller = self.controller
+        # A budget already reached refuses before the dialog; the ledger read is a worker's.
+        self._rent_checking = True
+        self._action_worker(
+            controller.over_budget,
+            lambda over: self._ask_rent(offer, over),
+            "rent",
+            lambda _message: self._rent_check_done(),
+        )
+
+    def _rent_check_done(self) -> None:
+        self._rent_checking = False
+
+    def _refuse_over_budget(self, over: BudgetUse) -> None:
+        self.app.notify(over_budget_words(over), title="cloud", severity="warning", timeout=10)
+
+    def _ask_rent(self, offer: Offer, over: BudgetUse | None) -> None:
+        self._rent_checking = False
+        if over is not None:
+            self._refuse_over_budget(over)
+            return
+        assert self.controller is not None
+        controller = self.controller
         request, caps = controller.rent_plan(offer, self.interruptible)
         summary = self.instances_view.summary if self.instances_view else None
         cloud = controller.settings.cloud
 
-        def describe(chosen: RentRequest) -> list[str]:
+        def describe(chosen: RentRequest, project: str) -> list[str]:
             return rent_lines(
                 offer,
                 disk_gb=chosen.disk_gb,
@@ -441,13 +466,17 @@ class CloudPane(Vertical):
                 month_usd=summary.month_usd if summary else 0.0,
                 monthly_budget=cloud.monthly_budget_usd,
                 cli=actions.cli_rent(chosen),
+                project=project,
             )
 
-        def answered(chosen: RentRequest | None) -> None:
+        def answered(chosen: RentChoice | None) -> None:
             if chosen is not None:
                 self.app.notify(f"renting offer {offer.id}…", title="cloud")
                 self._action_worker(
-                    lambda: controller.rent(chosen, caps), self._rented, "rent", None
+                    lambda: controller.rent(chosen.request, caps, chosen.project),
+                    self._rented,
+                    "rent",
+                    None,
                 )
 
         self.app.push_screen(
@@ -460,10 +489,14 @@ class CloudPane(Vertical):
             answered,
         )
 
-    def _rented(self, result: tuple[LedgerInstance, int | None]) -> None:
+    def _rented(self, result: BudgetUse | tuple[LedgerInstance, int | None]) -> None:
+        if isinstance(result, BudgetUse):
+            self._refuse_over_budget(result)
+            return
         row, guard = result
         note = "" if guard is None else f"; budget guard running (pid {guard})"
-        self.app.notify(f"rented instance {row.id} ({row.label}){note}", title="cloud")
+        tag = f", project {row.project}" if row.project else ""
+        self.app.notify(f"rented instance {row.id} ({row.label}{tag}){note}", title="cloud")
         self.post_message(self.Rented(row))
         self.poll_now()
 

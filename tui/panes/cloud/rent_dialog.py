@@ -1,11 +1,12 @@
-"""The rent dialog: image, disk and bid editable, and what the rental costs worded again on every
-change, all before the key that confirms. Focus starts on Cancel (Shift+Tab reaches the fields).
+"""The rent dialog: image, disk, bid and project tag editable, and what the rental costs worded
+again on every change, all before the key that confirms. Focus starts on Cancel (Shift+Tab reaches
+the fields).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from textual import on
 from textual.app import ComposeResult
@@ -16,8 +17,18 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
 from rigdeck.core.cloud.provider import RentRequest
+from rigdeck.core.config import PROJECT_TAG_RULE, is_project_tag
 
-Describe = Callable[[RentRequest], list[str]]
+Describe = Callable[[RentRequest, str], list[str]]
+"""The dialog's words for a request and its project tag ("" untagged)."""
+
+
+@dataclass(frozen=True)
+class RentChoice:
+    """What the user confirmed: the request to send and the project tag ("" untagged)."""
+
+    request: RentRequest
+    project: str = ""
 
 
 def parse_request(base: RentRequest, image: str, disk: str, bid: str | None) -> RentRequest:
@@ -42,7 +53,15 @@ def parse_request(base: RentRequest, image: str, disk: str, bid: str | None) -> 
     return replace(base, image=image, disk_gb=disk_gb, bid=price)
 
 
-class RentDialog(ModalScreen[RentRequest | None]):
+def parse_project(text: str) -> str:
+    """The typed tag ("" when empty: untagged); `ValueError` with the rule when it is not one."""
+    tag = text.strip()
+    if tag and not is_project_tag(tag):
+        raise ValueError(f"project: {tag!r} is not a project tag; {PROJECT_TAG_RULE}")
+    return tag
+
+
+class RentDialog(ModalScreen[RentChoice | None]):
     DEFAULT_CSS = """
     RentDialog { align: center middle; }
     RentDialog #rent-dialog { width: 90%; max-width: 100; height: auto;
@@ -64,11 +83,18 @@ class RentDialog(ModalScreen[RentRequest | None]):
     ]
 
     def __init__(
-        self, title: str, request: RentRequest, describe: Describe, *, simulated: bool = False
+        self,
+        title: str,
+        request: RentRequest,
+        describe: Describe,
+        *,
+        project: str = "",
+        simulated: bool = False,
     ) -> None:
         super().__init__()
         self.title_text = title
         self.request: RentRequest = request
+        self.project = project
         self.describe = describe
         self.simulated = simulated
 
@@ -88,8 +114,16 @@ class RentDialog(ModalScreen[RentRequest | None]):
                 with Horizontal(classes="rent-field"):
                     yield Label("bid $/h")
                     yield Input(f"{r.bid:g}", id="rent-bid", compact=True)
+            with Horizontal(classes="rent-field"):
+                yield Label("project")
+                yield Input(
+                    self.project,
+                    placeholder="none (a tag for rigdeck cost and its budgets)",
+                    id="rent-project",
+                    compact=True,
+                )
             yield Static("", id="rent-error", classes="-empty")
-            yield Static(Content("\n".join(self.describe(r))), id="rent-body")
+            yield Static(Content("\n".join(self.describe(r, self.project))), id="rent-body")
             with Horizontal(id="rent-buttons"):
                 yield Button("Cancel", id="rent-cancel", compact=True)
                 yield Button("Rent", id="rent-ok", variant="error", compact=True)
@@ -107,16 +141,18 @@ class RentDialog(ModalScreen[RentRequest | None]):
                 self.query_one("#rent-disk", Input).value,
                 bids.first(Input).value if bids else None,
             )
+            project = parse_project(self.query_one("#rent-project", Input).value)
         except ValueError as exc:
             error = self.query_one("#rent-error", Static)
             error.update(Content(str(exc)))
             error.remove_class("-empty")
             self.query_one("#rent-ok", Button).disabled = True
             return
-        self.request = request
+        self.request, self.project = request, project
         self.query_one("#rent-error", Static).add_class("-empty")
         self.query_one("#rent-ok", Button).disabled = False
-        self.query_one("#rent-body", Static).update(Content("\n".join(self.describe(request))))
+        lines = self.describe(request, project)
+        self.query_one("#rent-body", Static).update(Content("\n".join(lines)))
 
     @on(Input.Submitted)
     def _submitted(self) -> None:
@@ -125,7 +161,8 @@ class RentDialog(ModalScreen[RentRequest | None]):
 
     @on(Button.Pressed)
     def _pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(self.request if event.button.id == "rent-ok" else None)
+        ok = event.button.id == "rent-ok"
+        self.dismiss(RentChoice(self.request, self.project) if ok else None)
 
     def action_cancel(self) -> None:
         self.dismiss(None)
