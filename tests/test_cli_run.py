@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from rigdeck.core.models.run import serve
+from rigdeck.core.models.run import calibrate, serve
 from rigdeck.core.models.run.history import RunHistory
 from rigdeck.core.models.run.llama_glue import llama_available
 from rigdeck.core.models.sources.local import demo_model_path
@@ -239,6 +239,27 @@ def test_bench_prints_a_llama_bench_table(capsys: pytest.CaptureFixture[str]) ->
     tests = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[2:]]
     assert [row[5] for row in tests] == ["pp16", "tg4"]
     assert all("±" in row[6] for row in tests)
+
+
+def test_calibrate_measures_the_machine_again_and_predictions_follow(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["bench", "--calibrate", "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["rates"]["source"] == "llama.cpp"
+    assert first["rates"]["decode_bytes_per_thread_s"] > 0 and first["measured_at"]
+
+    assert main(["bench", "--calibrate"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("llama.cpp on this CPU, measured now (llama.cpp): dot products ")
+    assert f"before ({first['measured_at']}): dot products " in out
+
+    assert main(["bench", "--calibrate", "--json"]) == 0
+    third = json.loads(capsys.readouterr().out)
+    assert third["previous_measured_at"] >= first["measured_at"]
+    cached = calibrate.cached_rates()
+    assert cached is not None
+    assert cached.decode_bytes_per_thread_s == third["rates"]["decode_bytes_per_thread_s"]
 
 
 def _one_line_error(err: str) -> str:

@@ -27,6 +27,7 @@ from rigdeck.core.models.run.history import RunHistory, RunRecord
 from rigdeck.core.models.run.learned import blend
 from rigdeck.core.models.run.loader import llama_kwargs
 from rigdeck.core.models.run.serve import server_command
+from rigdeck.tui.cli_calibrate import drift_note
 from tests.support.fixed_snapshot import no_gpu_box
 from tests.support.gguf_factory import write_model
 
@@ -226,3 +227,16 @@ def test_blend_weights_each_run_like_the_model() -> None:
     assert blend(100.0, None, 0) == 100.0
     assert blend(None, 50.0, 1) == 50.0
     assert blend(100.0, 25.0, 1) == pytest.approx(50.0)  # halfway, geometrically
+
+
+def test_a_cpu_bench_far_from_its_prediction_points_at_calibrating_again() -> None:
+    tests = [
+        {"test": "pp512", "tps": 370.0, "predicted_tps": 380.0},
+        {"test": "tg128", "tps": 109.0, "predicted_tps": 188.0},
+    ]
+    note = drift_note(0, tests)
+    assert note is not None and note.startswith("tg128 measured 42% below the prediction")
+    assert note.endswith("rigdeck bench --calibrate measures them again")
+    assert drift_note(0, tests[:1]) is None  # 3% off: the rates hold
+    assert drift_note(-1, tests) is None  # GPU speeds do not come from the CPU's rates
+    assert drift_note(0, [{"test": "tg8", "tps": 50.0, "predicted_tps": None}]) is None

@@ -112,6 +112,11 @@ def add_parsers(sub: Any) -> None:
         help="repetitions per test (default 5)",
     )
     bench.add_argument("--json", action="store_true")
+    bench.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="measure this machine's llama.cpp rates again (the demo model, a few seconds)",
+    )
     from rigdeck.tui.cli_cost import add_bench_flags
 
     add_bench_flags(bench)
@@ -448,8 +453,14 @@ def cmd_bench(args: argparse.Namespace, settings: Any) -> int:
         from rigdeck.tui.cli_cost import cmd_bench_machine
 
         return cmd_bench_machine(args, settings)
+    if args.calibrate:
+        from rigdeck.tui.cli_calibrate import cmd_calibrate
+
+        return cmd_calibrate(args)
     if args.model is None:
-        raise RigdeckError("name a model to benchmark (a .gguf path, 'demo', a name) or --machine")
+        raise RigdeckError(
+            "name a model to benchmark (a .gguf path, 'demo', a name), --machine or --calibrate"
+        )
     for flag, value, low in (
         ("-p", args.n_prompt, 0),
         ("-n", args.n_gen, 0),
@@ -519,6 +530,10 @@ def cmd_bench(args: argparse.Namespace, settings: Any) -> int:
     ]
     headers = ["model", "size", "params", "backend", "ngl", "test", "t/s", "predicted t/s"]
     print(_table(headers, rows, right={1, 2, 4, 5, 6, 7}))
+    from rigdeck.tui.cli_calibrate import drift_note
+
+    if (hint := drift_note(planned.plan.gpu_layers, tests)) is not None:
+        _note(hint)
     return EXIT_OK
 
 

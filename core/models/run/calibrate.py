@@ -155,12 +155,24 @@ def load_or_calibrate(
     Without the demo model or llama.cpp the rates come from numpy's figures (``source`` says
     "numpy"), cached too; only a machine with neither gets None.
     """
-    import psutil
-
     key = fingerprint().key
     cached = cached_rates(cache_path, machine_key=key, max_age_s=max_age_s)
     if cached is not None:
         return cached
+    return calibrate_now(cache_path, numpy=numpy)
+
+
+def calibrate_now(
+    cache_path: Path | None = None, *, numpy: speed.CpuCalibration | None = None
+) -> speed.CpuRates:
+    """Measure this machine's rates now and cache them in place of what was there.
+
+    A VM's neighbours (and a laptop's power plan) can move llama.cpp's speed by a third within
+    hours while the fingerprint stays the same: this is the measurement again, on request.
+    """
+    import psutil
+
+    key = fingerprint().key
     demo = _demo_path()
     rates: speed.CpuRates | None = None
     if demo is not None:
@@ -174,3 +186,16 @@ def load_or_calibrate(
         rates = speed.rates_from_numpy(cal, physical, psutil.cpu_count() or physical)
     store_rates(rates, cache_path, machine_key=key)
     return rates
+
+
+def calibrated_at(
+    cache_path: Path | None = None, *, machine_key: str | None = None
+) -> float | None:
+    """When this machine's cached rates were measured (epoch seconds), None when never."""
+    entry = _read(cache_path or default_cache_path()).get(machine_key or fingerprint().key)
+    if not isinstance(entry, dict):
+        return None
+    try:
+        return float(entry["measured_at"])
+    except (KeyError, TypeError, ValueError):
+        return None
