@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rich.text import Text
+from textual import events
 from textual.widgets import DataTable
 
 Cell = str | Text
@@ -19,6 +20,16 @@ class KeyedTable(DataTable[Cell]):
 
     def on_mount(self) -> None:
         self._set_columns(self._columns)
+
+    async def _on_idle(self, event: events.Idle) -> None:
+        # DataTable sizes its columns to new rows on idle, but its render caches are not keyed
+        # by column width: what was drawn before (the header at its labels' widths, and on a
+        # busy machine whole rows) stayed at the old widths until some later change.
+        widths = [column.content_width for column in self.columns.values()]
+        await super()._on_idle(event)
+        if [column.content_width for column in self.columns.values()] != widths:
+            self._clear_caches()
+            self.refresh()
 
     def _set_columns(self, columns: Sequence[str]) -> None:
         self._columns = list(columns)
