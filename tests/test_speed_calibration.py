@@ -4,6 +4,7 @@ cache per machine, and predictions that learn from measured runs."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from rigdeck.core.models.run.fitted import fit_and_plan
 from rigdeck.core.models.run.history import RunHistory, RunRecord
 from rigdeck.core.models.run.learned import blend
 from rigdeck.core.models.run.loader import llama_kwargs
+from rigdeck.core.models.run.plan import LoadCancelled
 from rigdeck.core.models.run.serve import server_command
 from rigdeck.tui.cli_calibrate import drift_note
 from tests.support.fixed_snapshot import no_gpu_box
@@ -240,3 +242,14 @@ def test_a_cpu_bench_far_from_its_prediction_points_at_calibrating_again() -> No
     assert drift_note(0, tests[:1]) is None  # 3% off: the rates hold
     assert drift_note(-1, tests) is None  # GPU speeds do not come from the CPU's rates
     assert drift_note(0, [{"test": "tg8", "tps": 50.0, "predicted_tps": None}]) is None
+
+
+def test_a_cancelled_calibration_stops_and_caches_nothing(tmp_path: Path) -> None:
+    # The app quitting while the first fit calibrates: the exit is not held up, and the next
+    # start measures properly instead of reading numpy's stand-in figures.
+    cache = tmp_path / "llama_calibration.json"
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(LoadCancelled, match="cancelled"):
+        calibrate.load_or_calibrate(cache, numpy=NUMPY, cancel=cancel)
+    assert not cache.exists()

@@ -55,12 +55,12 @@ def _default_calibration() -> CpuCalibration | None:
         return None  # the fit falls back to a typical CPU
 
 
-def _default_rates(calibration: CpuCalibration | None) -> CpuRates | None:
+def _default_rates(calibration: CpuCalibration | None, cancel: threading.Event) -> CpuRates | None:
     """What llama.cpp reaches on this CPU: cached per machine, else a few seconds' demo bench."""
     from rigdeck.core.models.run.calibrate import load_or_calibrate
 
     try:
-        return load_or_calibrate(numpy=calibration)
+        return load_or_calibrate(numpy=calibration, cancel=cancel)
     except (OSError, MemoryError, RigdeckError):
         return None  # the fit falls back to numpy's figures
 
@@ -260,6 +260,9 @@ class ModelsPane(Vertical):
         self.scanned = False
         self.hub_status = "press / to search the Hugging Face Hub"
         self._budget: HardwareBudget | None = None
+        # Set as the pane goes (the app quitting): a first-run calibration stops instead of
+        # holding the exit up for its seconds of benching.
+        self._leaving = threading.Event()
         self._fitted_signature: tuple[object, ...] | None = None
         self._generation = 0
         self._fit_cancel = threading.Event()
@@ -284,6 +287,9 @@ class ModelsPane(Vertical):
         with Horizontal(id="models-download"):
             yield Static(id="models-download-label")
             yield ProgressBar(total=1, show_eta=False, id="models-download-bar")
+
+    def on_unmount(self) -> None:
+        self._leaving.set()
 
     def on_mount(self) -> None:
         models = self.app.settings.models if hasattr(self.app, "settings") else None
@@ -330,7 +336,7 @@ class ModelsPane(Vertical):
         from rigdeck.core.models.sources.local import discover
 
         calibration = self.calibration or self._calibrate()
-        rates = self.rates or _default_rates(calibration)
+        rates = self.rates or _default_rates(calibration, self._leaving)
         error = None
         try:
             models = discover(self._dirs or ())

@@ -10,6 +10,7 @@ it are cached. A changed machine (another CPU, a rebuilt llama.cpp) gets a new m
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -25,6 +26,7 @@ from rigdeck.core.models.fit.budget import (
 )
 from rigdeck.core.models.fit.layout import cpu_work, repacked_on_cpu
 from rigdeck.core.models.format.model_reader import read_model_info
+from rigdeck.core.models.run.plan import LoadCancelled
 
 # Short on purpose: enough tokens for steady kernels, a few seconds on two slow cores.
 PROMPT_TOKENS = 256
@@ -56,10 +58,12 @@ def measure_rates(
     threads: int | None = None,
     threads_batch: int | None = None,
     numpy: speed.CpuCalibration | None = None,
+    cancel: threading.Event | None = None,
 ) -> speed.CpuRates:
     """Bench ``model_path`` on the CPU (no GPU layers) and derive this machine's rates.
 
     The fastest repetition counts: other processes on a shared machine only ever slow it down.
+    Setting ``cancel`` stops it within a repetition (``RunError``).
     """
     import psutil
 
@@ -81,9 +85,13 @@ def measure_rates(
         n_batch=PROMPT_TOKENS,
         n_ubatch=PROMPT_TOKENS,
     )
-    with load_model(plan, kind="calibration") as model:
+    with load_model(plan, kind="calibration", cancel=cancel) as model:
         prompt, decode = measure(
-            model, n_prompt=PROMPT_TOKENS, n_gen=DECODE_TOKENS, repetitions=REPETITIONS
+            model,
+            n_prompt=PROMPT_TOKENS,
+            n_gen=DECODE_TOKENS,
+            repetitions=REPETITIONS,
+            cancel=cancel,
         )
     cal = numpy if numpy is not None else speed.load_or_measure_cpu(threads=logical)
     decode_bytes, layers, flops = cpu_work(info)
@@ -149,21 +157,26 @@ def load_or_calibrate(
     *,
     numpy: speed.CpuCalibration | None = None,
     max_age_s: float = MAX_AGE_S,
+    cancel: threading.Event | None = None,
 ) -> speed.CpuRates | None:
     """This machine's rates: cached for its fingerprint, else measured now (a few seconds).
 
     Without the demo model or llama.cpp the rates come from numpy's figures (``source`` says
-    "numpy"), cached too; only a machine with neither gets None.
+    "numpy"), cached too; only a machine with neither gets None. Setting ``cancel`` (the app
+    quitting) stops a measurement and caches nothing: ``LoadCancelled``.
     """
     key = fingerprint().key
     cached = cached_rates(cache_path, machine_key=key, max_age_s=max_age_s)
     if cached is not None:
         return cached
-    return calibrate_now(cache_path, numpy=numpy)
+    return calibrate_now(cache_path, numpy=numpy, cancel=cancel)
 
 
 def calibrate_now(
-    cache_path: Path | None = None, *, numpy: speed.CpuCalibration | None = None
+    cache_path: Path | None = None,
+    *,
+    numpy: speed.CpuCalibration | None = None,
+    cancel: threading.Event | None = None,
 ) -> speed.CpuRates:
     """Measure this machine's rates now and cache them in place of what was there.
 
@@ -177,9 +190,11 @@ def calibrate_now(
     rates: speed.CpuRates | None = None
     if demo is not None:
         try:
-            rates = measure_rates(demo, numpy=numpy)
+            rates = measure_rates(demo, numpy=numpy, cancel=cancel)
         except (RigdeckError, OSError, ValueError):
             rates = None  # a broken build or model: numpy's figures still say something
+    if cancel is not None and cancel.is_set():
+        raise LoadCancelled("calibrating this machine was cancelled")
     if rates is None:
         cal = numpy if numpy is not None else speed.load_or_measure_cpu()
         physical = psutil.cpu_count(logical=False) or 1
