@@ -44,13 +44,12 @@ def _rates_words(rates: Any) -> str:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from rigdeck.core.machine import fingerprint
+    from rigdeck.core.models.fit import speed
     from rigdeck.core.models.run import calibrate
 
     key = fingerprint().key
     before = calibrate.cached_rates(machine_key=key, max_age_s=float("inf"))
     before_at = calibrate.calibrated_at(machine_key=key)
-    from rigdeck.core.models.fit import speed
-
     # numpy's memory and matmul figures again too: they drift with the same neighbours.
     after = calibrate.calibrate_now(numpy=speed.load_or_measure_cpu(max_age_s=0))
     if args.json:
